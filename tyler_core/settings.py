@@ -1,0 +1,131 @@
+"""Store options: from keywords, then the URL query, then ``TYLER_*`` variables, then defaults.
+
+The facade strips its own query parameters (:data:`FACADE_PARAMETERS`) from the URL before the
+backend sees it, because drivers reject parameters they do not know.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["FACADE_PARAMETERS", "StoreOptions", "resolve_options", "strip_facade_parameters"]
+
+FACADE_PARAMETERS = (
+    "namespace",
+    "ttl",
+    "connect_timeout",
+    "pool_size",
+    "max_overflow",
+    "pool_timeout",
+    "pool_recycle",
+    "transactions",
+)
+
+# Only the pool settings have environment variables: a namespace or TTL is part of what a store
+# *is*, not of how a deployment runs it.
+_ENVIRONMENT = {
+    "pool_size": "TYLER_DB_POOL_SIZE",
+    "max_overflow": "TYLER_DB_MAX_OVERFLOW",
+    "pool_timeout": "TYLER_DB_POOL_TIMEOUT",
+    "pool_recycle": "TYLER_DB_POOL_RECYCLE",
+}
+
+_NAMESPACE = re.compile(r"[a-z0-9_]{1,32}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreOptions:
+    """The resolved options a backend receives in :meth:`StorageBackend.from_url`.
+
+    Attributes:
+        namespace: isolates stores sharing a server (table, key or collection prefix).
+        ttl: default time-to-live in seconds for saved threads (``ttl`` capability), or ``None``.
+        connect_timeout: seconds within which opening must succeed or fail.
+        pool_size, max_overflow, pool_timeout, pool_recycle: connection pool settings; ``None``
+            leaves the driver's default.
+        transactions: ``auto``, ``on`` or ``off`` (backends that have a choice, such as Mongo).
+        extra: keyword options the facade does not know, passed through to the backend.
+    """
+
+    namespace: str = "tyler"
+    ttl: float | None = None
+    connect_timeout: float = 10.0
+    pool_size: int | None = None
+    max_overflow: int | None = None
+    pool_timeout: float | None = None
+    pool_recycle: float | None = None
+    transactions: Literal["auto", "on", "off"] = "auto"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _positive_number(name: str, raw: Any, *, integer: bool, allow_zero: bool) -> int | float:
+    try:
+        value: int | float = int(raw) if integer else float(raw)
+    except (TypeError, ValueError):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"option {name!r} must be {kind}, not {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero) or value != value or value == float("inf"):
+        raise ValueError(f"option {name!r} must be a positive number, not {raw!r}")
+    return value
+
+
+def _convert(name: str, raw: Any) -> Any:
+    if name == "namespace":
+        if not isinstance(raw, str) or not _NAMESPACE.fullmatch(raw):
+            raise ValueError(f"namespace must be 1 to 32 characters of [a-z0-9_], not {raw!r}")
+        return raw
+    if name == "transactions":
+        if raw not in ("auto", "on", "off"):
+            raise ValueError(f"option 'transactions' must be auto, on or off, not {raw!r}")
+        return raw
+    if name in ("pool_size",):
+        return _positive_number(name, raw, integer=True, allow_zero=False)
+    if name == "max_overflow":
+        return _positive_number(name, raw, integer=True, allow_zero=True)
+    return _positive_number(name, raw, integer=False, allow_zero=False)
+
+
+def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
+    """Split the facade's own query parameters off ``url``; return the rest of the URL and them."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    ours: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in FACADE_PARAMETERS:
+            ours[key] = value
+        else:
+            rest.append((key, value))
+    if not ours:
+        return url, {}
+    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+
+
+def resolve_options(
+    keywords: Mapping[str, Any],
+    query: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> StoreOptions:
+    """Merge the sources in order of precedence: keywords, URL query, environment, defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in keywords.items():
+        if key in FACADE_PARAMETERS:
+            if value is not None:
+                values[key] = _convert(key, value)
+        else:
+            extra[key] = value
+    for key, value in query.items():
+        if key not in values:
+            values[key] = _convert(key, value)
+    for key, variable in _ENVIRONMENT.items():
+        if key not in values and environ.get(variable):
+            values[key] = _convert(key, environ[variable])
+    return StoreOptions(**values, extra=extra)

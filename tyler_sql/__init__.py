@@ -1,0 +1,1 @@
+"""Placeholder: this backend has not landed yet and registers no URL scheme."""
