@@ -1,0 +1,112 @@
+"""The tyler-store command, through its real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = shutil.which("tyler-store", path=str(Path(sys.executable).parent)) or "tyler-store"
+
+
+def tyler_store(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "TYLER_STORE_URL"}
+    environment.update(env or {})
+    return subprocess.run(
+        [SCRIPT, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_backends_lists_schemes_extras_and_driver_status(tmp_path: Path) -> None:
+    result = tyler_store("backends", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["scheme", "install"]
+    memory = next(line for line in lines if line.startswith("memory "))
+    assert "yes" in memory
+    postgres = next(line for line in lines if line.startswith("postgresql+psycopg "))
+    assert "tyler-threadstore[psycopg]" in postgres
+
+
+def test_backends_json(tmp_path: Path) -> None:
+    result = tyler_store("backends", "--json", cwd=tmp_path)
+    rows = {row["scheme"]: row for row in json.loads(result.stdout)}
+    assert rows["mongodb"]["install"] == "tyler-threadstore[mongo]"
+
+
+def test_demo_in_memory_prints_the_three_queries(tmp_path: Path) -> None:
+    result = tyler_store("--url", "memory://", "demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Saved 4 sample threads" in out
+    acme = out.split('find_by_attributes({"customer": "acme", "priority": "high"}):')[1]
+    acme = acme.split("find_by_source")[0]
+    assert "Refund for order 1042" in acme and "Nightly report failed" in acme
+    assert "Onboarding questions" not in acme
+    slack = out.split('find_by_source("slack", {"channel": "C-support"}):')[1]
+    assert "Refund for order 1042" in slack and "Onboarding questions" not in slack
+    assert "holds 4 threads" in out
+
+
+def test_default_store_is_the_embedded_sqlite_file(tmp_path: Path) -> None:
+    result = tyler_store("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tyler-threads.db").exists()
+    again = tyler_store("list", cwd=tmp_path)  # persistent: a second process sees the threads
+    assert again.stdout.count("Refund for order 1042") == 1
+
+
+def test_list_show_delete_on_a_store_url_from_the_environment(tmp_path: Path) -> None:
+    env = {"TYLER_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db"}
+    assert tyler_store("demo", cwd=tmp_path, env=env).returncode == 0
+    listed = tyler_store("list", "--json", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    threads = json.loads(listed.stdout)
+    assert len(threads) == 4
+    first = threads[0]["id"]
+    shown = tyler_store("show", first, cwd=tmp_path, env=env)
+    assert shown.returncode == 0 and threads[0]["title"] in shown.stdout
+    assert "assistant" in shown.stdout and "👍x2" in shown.stdout
+    assert tyler_store("delete", first, cwd=tmp_path, env=env).returncode == 0
+    missing = tyler_store("show", first, cwd=tmp_path, env=env)
+    assert missing.returncode == 1 and "no thread" in missing.stderr
+    assert tyler_store("delete", first, cwd=tmp_path, env=env).returncode == 1
+
+
+def test_errors_are_one_line_and_masked(tmp_path: Path) -> None:
+    result = tyler_store("--url", "postgress://u:hunter2@h/db", "list", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("tyler-store: error: no backend for the URL scheme")
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_store_is_reported_without_password(tmp_path: Path) -> None:
+    result = tyler_store(
+        "--url", "redis://:hunter2@127.0.0.1:1/0?connect_timeout=2", "list", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "tyler-store: error:" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert tyler_store(cwd=tmp_path).returncode == 2
+    assert tyler_store("frobnicate", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("command", ["list", "show", "delete"])
+def test_bad_namespace_is_reported(tmp_path: Path, command: str) -> None:
+    extra = [] if command == "list" else ["some-id"]
+    result = tyler_store(
+        "--namespace", "Bad-NS", "--url", "memory://", command, *extra, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "namespace" in result.stderr
