@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tyler_core import (
-    AmbiguousBackendError,
     BackendNotFoundError,
     BackendSpec,
     MemoryBackend,
@@ -74,7 +73,7 @@ def test_lookup_is_exact_and_never_falls_back_to_another_driver() -> None:
     "url", ["localhost:5432/db", "just some text", "://nothing", "1abc://x", "threads.json"]
 )
 def test_malformed_urls_are_refused(url: str) -> None:
-    with pytest.raises(BackendNotFoundError, match="malformed store URL|bad scheme"):
+    with pytest.raises(BackendNotFoundError, match=r"malformed store URL|bad scheme"):
         ThreadStore(url)
 
 

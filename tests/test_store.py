@@ -314,7 +314,7 @@ async def test_ttl_needs_the_capability() -> None:
 async def test_open_that_hangs_fails_within_connect_timeout() -> None:
     RecordingBackend.hang_on_open = True
     store = ThreadStore(f"rec://user:{SECRET}@host/db", connect_timeout=0.2)
-    with pytest.raises(StoreConnectionError, match="within 0.2 s") as caught:
+    with pytest.raises(StoreConnectionError, match=r"within 0\.2 s") as caught:
         await store.initialize()
     assert SECRET not in str(caught.value)
     with pytest.raises(StoreConnectionError):

@@ -70,7 +70,7 @@ def _thread_rows(threads: Sequence[Thread]) -> str:
 
 def _demo_threads() -> list[Thread]:
     start = utc_now() - timedelta(hours=3)
-    specs = [
+    specs: list[tuple[str, str | None, dict[str, Any] | None, dict[str, Any]]] = [
         (
             "Refund for order 1042",
             "slack",
