@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import pydantic_core
 from typing_extensions import override
 
 from tyler_core.backend import Capabilities, StorageBackend
 from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.jsonvalues import json_equal
-from tyler_core.models import Message, Thread
+from tyler_core.models import TRUSTED, Message, Thread
 from tyler_core.settings import StoreOptions
 
 __all__ = ["MemoryBackend"]
@@ -48,7 +49,8 @@ _SHARED: dict[str, dict[str, _Space]] = {}
 
 
 def _copy(message: Message) -> Message:
-    return message.model_copy(deep=True)
+    # A JSON round trip is a deep copy, and several times faster than model_copy(deep=True).
+    return Message.model_validate_json(pydantic_core.to_json(message), context=TRUSTED)
 
 
 def _words(message: Message) -> set[str]:

@@ -11,11 +11,29 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tyler_core.jsonvalues import INT64_MAX, check_json_value, check_text
 
-__all__ = ["Attachment", "Message", "Role", "Thread", "utc_now"]
+__all__ = ["TRUSTED", "Attachment", "Message", "Role", "Thread", "to_utc", "utc_now"]
+
+#: Validation context for data this library validated when it was written: backends pass it to
+#: ``model_validate``/``model_validate_json`` when they read their own rows back, which skips
+#: the value checks (JSON limits, id lengths, NUL characters) but not pydantic's type parsing.
+TRUSTED: dict[str, Any] = {"tyler_trusted": True}
+
+
+def _trusted(info: ValidationInfo) -> bool:
+    return info.context is not None and info.context.get("tyler_trusted") is True
+
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -25,27 +43,34 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _to_utc(value: datetime) -> datetime:
+def to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is taken as UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-def _check_id(value: str) -> str:
+def _check_id(value: str, info: ValidationInfo) -> str:
+    if _trusted(info):
+        return value
     if not 1 <= len(value) <= 255:
         raise ValueError(f"an id must have 1 to 255 characters, not {len(value)}")
     return check_text(value, "the id")
 
 
-def _check_json(value: Any) -> Any:
+def _check_json(value: Any, info: ValidationInfo) -> Any:
+    if _trusted(info):
+        return value
     return check_json_value(value, "the value")
 
 
-def _check_optional_text(value: str | None) -> str | None:
-    return None if value is None else check_text(value)
+def _check_optional_text(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or _trusted(info):
+        return value
+    return check_text(value)
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(_to_utc)]
+UTCDateTime = Annotated[datetime, AfterValidator(to_utc)]
 Id = Annotated[str, AfterValidator(_check_id)]
 JSONObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 Text = Annotated[str | None, AfterValidator(_check_optional_text)]
@@ -63,7 +88,7 @@ class _Model(BaseModel):
 class Attachment(_Model):
     """Metadata of a file attached to a message. The file's bytes are not the store's business."""
 
-    filename: Annotated[str, AfterValidator(check_text)]
+    filename: Annotated[str, AfterValidator(_check_optional_text)]
     mime_type: Text = None
     file_id: Text = None
     storage_path: Text = None
@@ -98,12 +123,18 @@ class Message(_Model):
 
     @field_validator("content", "tool_calls")
     @classmethod
-    def _json_content(cls, value: Any) -> Any:
+    def _json_content(cls, value: Any, info: ValidationInfo) -> Any:
+        if _trusted(info):
+            return value
         return check_json_value(value, "the content")
 
     @field_validator("reactions")
     @classmethod
-    def _check_reactions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _check_reactions(
+        cls, value: dict[str, list[str]], info: ValidationInfo
+    ) -> dict[str, list[str]]:
+        if _trusted(info):
+            return value
         for emoji, users in value.items():
             check_text(emoji, "an emoji")
             for user in users:

@@ -30,7 +30,7 @@ from tyler_core.errors import (
     TylerStoreError,
 )
 from tyler_core.jsonvalues import check_json_value, check_text
-from tyler_core.models import Message, Thread, _to_utc, utc_now
+from tyler_core.models import Message, Thread, to_utc, utc_now
 from tyler_core.registry import normalize_url, resolve_backend
 from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
 from tyler_core.urls import mask_url, mask_urls_in
@@ -292,10 +292,10 @@ class ThreadStore:
         ttl = self._check_ttl(ttl)
         await self.initialize()
         if preserve:
-            expected, version, updated_at = None, thread.version, _to_utc(thread.updated_at)
+            expected, version, updated_at = None, thread.version, to_utc(thread.updated_at)
         else:
             expected, version = thread.version, thread.version + 1
-            updated_at = self._now() if touch else _to_utc(thread.updated_at)
+            updated_at = self._now() if touch else to_utc(thread.updated_at)
         changes = compute_changes(
             thread,
             self._snapshots.get(thread),
@@ -473,7 +473,7 @@ class ThreadStore:
     # -- helpers -------------------------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _to_utc(self._clock())
+        return to_utc(self._clock())
 
     def _check_ttl(self, ttl: float | None) -> float | None:
         if ttl is None:
