@@ -1,4 +1,5 @@
-"""The ``tyler-store`` command: inspect stores, run the demo, migrate SQL schemas, check backends.
+"""The ``tyler-store`` command: inspect stores, copy/export/import them, run the demo, migrate SQL
+schemas, check backends.
 
 The store URL comes from ``--url``, else ``TYLER_STORE_URL``, else the embedded SQLite file
 ``sqlite+aiosqlite:///tyler-threads.db`` (in memory when the SQLite extra is not installed).
@@ -17,10 +18,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any
 
+from tyler_core.backend import Capabilities
 from tyler_core.errors import TylerStoreError
 from tyler_core.models import Attachment, Message, Thread, utc_now
 from tyler_core.registry import available_backends, normalize_url, resolve_backend
 from tyler_core.store import ThreadStore
+from tyler_core.transfer import (
+    Progress,
+    copy_threads,
+    export_threads,
+    import_threads,
+    iterate_threads,
+)
 from tyler_core.urls import mask_url, mask_urls_in
 
 __all__ = ["main"]
@@ -185,6 +194,134 @@ async def _cmd_delete(store: ThreadStore, args: argparse.Namespace) -> int:
     return 1
 
 
+def _parse_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:
+    """``k=v`` pairs; ``v`` is read as JSON when it is JSON (``n=1``, ``ok=true``), else text."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} takes KEY=VALUE, not {pair!r}")
+        try:
+            parsed[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key] = raw
+    return parsed
+
+
+async def _cmd_find(store: ThreadStore, args: argparse.Namespace) -> int:
+    attributes = _parse_pairs(args.attr, "--attr")
+    properties = _parse_pairs(args.prop, "--prop")
+    if args.source is None and properties:
+        raise ValueError("--prop needs --source")
+    if args.source is None and not attributes:
+        raise ValueError("find needs --attr KEY=VALUE or --source NAME")
+    threads = None
+    if attributes:
+        threads = await store.find_by_attributes(attributes, limit=args.limit)
+    if args.source is not None:
+        by_source = await store.find_by_source(args.source, properties, limit=args.limit)
+        if threads is None:
+            threads = by_source
+        else:
+            ids = {t.id for t in by_source}
+            threads = [t for t in threads if t.id in ids]
+    assert threads is not None
+    if args.json:
+        print(json.dumps([t.model_dump(mode="json") for t in threads], ensure_ascii=False))
+    else:
+        print(_thread_rows(threads))
+    return 0
+
+
+async def _cmd_stats(store: ThreadStore, args: argparse.Namespace) -> int:
+    threads = messages = 0
+    async for thread in iterate_threads(store):
+        threads += 1
+        messages += len(thread.messages)
+    stats = {
+        "store": mask_url(store.database_url) or "memory://",
+        "backend": type(store.backend).__name__,
+        "namespace": store.options.namespace,
+        "threads": threads,
+        "messages": messages,
+        "capabilities": [n for n in Capabilities.names() if getattr(store.capabilities, n)],
+    }
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(
+            _table(
+                [
+                    (k, v if not isinstance(v, list) else ", ".join(v) or "-")
+                    for k, v in stats.items()
+                ],
+                ("", ""),
+            )
+        )
+    return 0
+
+
+def _progress_printer(quiet: bool) -> Callable[[Progress], None] | None:
+    if quiet or not sys.stderr.isatty():
+        return None
+    return lambda progress: print("\r" + progress.line(), end="", file=sys.stderr, flush=True)
+
+
+async def _cmd_copy(args: argparse.Namespace) -> int:
+    async with (
+        await ThreadStore.create(args.source, namespace=args.namespace) as source,
+        await ThreadStore.create(
+            args.target, namespace=args.target_namespace or args.namespace
+        ) as target,
+    ):
+        report = await copy_threads(
+            source,
+            target,
+            batch=args.batch,
+            overwrite=args.overwrite,
+            on_progress=_progress_printer(args.quiet),
+        )
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(
+        f"copied {report.copied} threads ({report.messages} messages), "
+        f"skipped {report.skipped} already there; "
+        f"source {report.source_count} threads, target {report.target_count} threads"
+    )
+    if report.verified:
+        print(f"verified: counts and checksums match ({report.source_checksum[:16]})")
+        return 0
+    print(
+        "NOT verified: the stores differ (the target holds other threads, or the source "
+        "changed during the copy)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+async def _cmd_export(args: argparse.Namespace) -> int:
+    async with await ThreadStore.create(args.store_url, namespace=args.namespace) as store:
+        if args.file == "-":
+            count = await export_threads(store, sys.stdout)
+        else:
+            # The command owns its event loop; nothing else runs while it writes.
+            with open(args.file, "w", encoding="utf-8") as out:  # noqa: ASYNC230
+                count = await export_threads(store, out)
+    print(f"exported {count} threads", file=sys.stderr)
+    return 0
+
+
+async def _cmd_import(args: argparse.Namespace) -> int:
+    async with await ThreadStore.create(args.store_url, namespace=args.namespace) as store:
+        if args.file == "-":
+            count = await import_threads(store, sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as lines:  # noqa: ASYNC230
+                count = await import_threads(store, lines)
+    print(f"imported {count} threads", file=sys.stderr)
+    return 0
+
+
 def _cmd_backends(args: argparse.Namespace) -> int:
     rows = []
     for info in available_backends():
@@ -270,6 +407,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("delete", help="delete one thread")
     p.add_argument("thread_id")
+    p = sub.add_parser("find", help="threads by attributes and/or source")
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--source", metavar="NAME")
+    p.add_argument(
+        "--prop",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="source property (with --source)",
+    )
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("stats", help="threads and messages in the store")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("copy", help="copy every thread from one store to another")
+    p.add_argument("source", metavar="SRC_URL")
+    p.add_argument("target", metavar="DST_URL")
+    p.add_argument("--target-namespace", help="namespace in DST (default: --namespace)")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite threads already present at the same version",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("export", help="write every thread as JSON Lines")
+    p.add_argument("store_url", metavar="URL")
+    p.add_argument("file", metavar="FILE", nargs="?", default="-")
+    p = sub.add_parser("import", help="save every thread of a JSON Lines export")
+    p.add_argument("store_url", metavar="URL")
+    p.add_argument("file", metavar="FILE", nargs="?", default="-")
     p = sub.add_parser("migrate", help="upgrade a SQL store's schema")
     p.add_argument("store_url", metavar="URL")
     p.add_argument("--check", action="store_true", help="exit 1 when the schema is behind")
@@ -286,7 +454,11 @@ _STORE_COMMANDS: dict[
     "list": _cmd_list,
     "show": _cmd_show,
     "delete": _cmd_delete,
+    "find": _cmd_find,
+    "stats": _cmd_stats,
 }
+
+_URL_COMMANDS = {"copy": _cmd_copy, "export": _cmd_export, "import": _cmd_import}
 
 
 async def _with_store(args: argparse.Namespace) -> int:
@@ -307,8 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_migrate(args)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command in _URL_COMMANDS:
+            return asyncio.run(_URL_COMMANDS[args.command](args))
         return asyncio.run(_with_store(args))
-    except (TylerStoreError, ValueError) as exc:
+    except (TylerStoreError, ValueError, OSError) as exc:
         print(f"tyler-store: error: {mask_urls_in(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
