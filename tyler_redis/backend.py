@@ -1,0 +1,463 @@
+"""RedisBackend: threads in Redis OSS / Valkey, standalone or cluster, plain commands only.
+
+``redis://``, ``rediss://`` (TLS), ``redis+cluster://`` and ``rediss+cluster://``. Everything
+about one thread lives in keys that share a hash tag, and ``write``/``append``/``delete`` are one
+Lua script each on that slot (see :mod:`tyler_redis.scripts`), so a thread is always stored whole
+in one version. Listing and lookups use index keys in the namespace's own slot; an index entry is
+only a hint:
+
+1. a save first adds the entries of its new state (stamped with a fresh token),
+2. then runs the thread script, which records that token in the thread's header,
+3. then removes the entries of the state it replaced.
+
+Readers keep a hit only if the thread's header names that very entry (and, for lookups, if the
+thread's values really match), so a crash between the steps leaves harmless extra entries, never
+a wrong answer. Readers remove entries they find invalid once they are older than
+:attr:`RedisBackend.stale_entry_grace` seconds (younger ones may belong to a save in flight):
+that is also how entries of expired threads go.
+
+Every script can run twice without harm (a write whose reply was lost finds its own token in the
+header and reports success), so the client retries a command whose connection dropped. Keyword
+options the facade does not know (``client_name=...``, ``socket_timeout=...``, ``retry=...``)
+and the URL's own query parameters go to redis-py. With ``pool_size`` the standalone client
+uses a blocking pool of ``pool_size + max_overflow`` connections that waits ``pool_timeout``.
+Every key starts with ``<namespace>:``, so an ACL user needs the key pattern ``~<namespace>:*``
+and the commands of the scripts (``EVALSHA``, ``EVAL``, ``SCRIPT LOAD``, ``SCAN``, ``UNLINK``,
+hashes, sets and sorted sets).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import NoScriptError, RedisError
+from typing_extensions import override
+
+from tyler_core.backend import Capabilities, StorageBackend
+from tyler_core.changes import ThreadChanges
+from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
+from tyler_core.jsonvalues import json_equal
+from tyler_core.models import Message, Thread
+from tyler_core.settings import StoreOptions
+from tyler_redis import layout, scripts
+from tyler_redis.layout import Layout
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("tyler_redis")
+
+_SCHEMES = {"redis": False, "rediss": False, "redis+cluster": True, "rediss+cluster": True}
+_BATCH = 256
+
+
+def _contains(document: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    if document is None:
+        return False
+    return all(key in document and json_equal(document[key], v) for key, v in wanted.items())
+
+
+class RedisBackend(StorageBackend):
+    """Threads in Redis: one hash-tagged group of keys per thread, global index keys.
+
+    Differs from the contract only where it says so: ``search`` is not offered (it needs a
+    module). ``ttl`` expires every key of a thread at the same instant; index entries of
+    expired threads go lazily.
+    """
+
+    capabilities = Capabilities(search=False, ttl=True, shared_across_instances=True)
+
+    #: Seconds after which readers remove an index entry that no thread names.
+    stale_entry_grace: float = 60.0
+
+    def __init__(self, url: str, *, cluster: bool, options: StoreOptions) -> None:
+        self._url = url
+        self._cluster = cluster
+        self._options = options
+        self._layout = Layout(options.namespace)
+        self._client: Any = None
+
+    @classmethod
+    @override
+    def from_url(cls, url: str, options: StoreOptions) -> Self:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _SCHEMES:
+            raise ValueError(f"a Redis URL starts with one of {', '.join(_SCHEMES)}")
+        if not parts.hostname:
+            raise ValueError("a Redis URL needs a host, e.g. redis://localhost:6379/0")
+        cluster = _SCHEMES[scheme]
+        if cluster and parts.path not in ("", "/", "/0"):
+            raise ValueError("a Redis Cluster has only database 0")
+        # redis-py knows redis:// and rediss:// only; the cluster client is chosen here.
+        driver_url = urlunsplit(parts._replace(scheme=scheme.removesuffix("+cluster")))
+        return cls(driver_url, cluster=cluster, options=options)
+
+    def _make_client(self) -> Any:
+        """The redis-py client. Keyword options the facade does not know go to redis-py."""
+        options = self._options
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": options.connect_timeout,
+            # Every script is safe to run again (a write whose reply was lost finds its own
+            # token and reports success), so a dropped connection is retried, not reported.
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
+        }
+        if options.pool_size is not None:
+            kwargs["max_connections"] = options.pool_size + (options.max_overflow or 0)
+        kwargs.update(options.extra)
+        kwargs["decode_responses"] = False  # members and ids are bytes; decoded here
+        if self._cluster:
+            return RedisCluster.from_url(self._url, **kwargs)
+        if options.pool_size is not None:
+            # A bounded pool waits for a free connection (up to pool_timeout) instead of
+            # failing the call, as the SQL pools do.
+            if options.pool_timeout is not None:
+                kwargs.setdefault("timeout", options.pool_timeout)
+            return Redis.from_pool(BlockingConnectionPool.from_url(self._url, **kwargs))
+        return Redis.from_url(self._url, **kwargs)
+
+    @override
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        client = self._make_client()
+        try:
+            if self._cluster:
+                await client.initialize()
+            await client.ping()
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+
+    @override
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (``Redis`` or ``RedisCluster``) once the store is open."""
+        if self._client is None:
+            raise RuntimeError("the Redis backend is not open")
+        return self._client
+
+    @override
+    async def purge(self) -> None:
+        client = self.client
+        scan: dict[str, Any] = {"count": 1000}
+        if self._cluster:
+            scan["target_nodes"] = RedisCluster.PRIMARIES
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=self._layout.pattern, **scan):
+            batch.append(key)
+            if len(batch) >= 500:
+                await self._unlink(batch)
+                batch = []
+        await self._unlink(batch)
+
+    async def _unlink(self, keys: list[bytes]) -> None:
+        if not keys:
+            return
+        # One key per command: on a cluster the keys live in different slots.
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.execute_command("UNLINK", key)
+            await pipe.execute()
+
+    # -- scripts -------------------------------------------------------------------------------
+
+    async def _run(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await scripts.run(self.client, script, keys, args)
+
+    async def _pipelined(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run commands in one pipeline; reload the scripts once if the server forgot them."""
+        for attempt in (1, 2):
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    build(pipe)
+                    return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in scripts.SCRIPTS:
+                    await self.client.script_load(script.source)
+        raise AssertionError("unreachable")
+
+    async def _add_entries(self, list_prefix: bytes, lookup_prefix: bytes, keys: list[str]) -> str:
+        token = await self._run(
+            scripts.INDEX_ADD,
+            [self._layout.list_key, *keys],
+            [list_prefix, lookup_prefix, secrets.token_hex(6)],
+        )
+        return bytes(token).decode()
+
+    async def _remove_entries(
+        self, list_member: bytes, lookup_member: bytes, keys: list[str]
+    ) -> None:
+        await self._run(
+            scripts.INDEX_REMOVE, [self._layout.list_key, *keys], [list_member, lookup_member]
+        )
+
+    async def _discard_entries(
+        self, list_member: bytes, lookup_member: bytes, keys: list[str]
+    ) -> None:
+        """Remove entries nothing needs any more, best effort: the caller's operation already
+        has its outcome, and entries left behind are only swept later."""
+        try:
+            await self._remove_entries(list_member, lookup_member, keys)
+        except RedisError as exc:
+            logger.debug("index entries left for a later sweep: %s", type(exc).__name__)
+
+    async def _sweep(self, keys: list[str], kind: str, members: Iterable[bytes]) -> None:
+        """Remove members a reader found invalid once they are old (best effort: a read
+        never fails for its cleanup)."""
+        members = list(members)
+        if not members:
+            return
+        try:
+            await self._run(scripts.INDEX_SWEEP, keys, [self.stale_entry_grace, kind, *members])
+        except RedisError as exc:
+            logger.debug("index sweep skipped: %s", type(exc).__name__)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    @override
+    async def write(self, changes: ThreadChanges) -> None:
+        thread = changes.thread
+        suffixes = self._layout.lookup_suffixes(thread.attributes, thread.source)
+        lookup_keys = [self._layout.key_of(s) for s in suffixes]
+        list_prefix = layout.list_prefix(thread.id, changes.updated_at)
+        lookup_prefix = layout.lookup_prefix(thread.id)
+        token = await self._add_entries(list_prefix, lookup_prefix, lookup_keys)
+        list_member = list_prefix + token.encode()
+        lookup_member = lookup_prefix + token.encode()
+
+        upserts = changes.messages if changes.full else (*changes.added, *changes.changed)
+        removed = () if changes.full else changes.removed
+        args: list[Any] = [
+            "" if changes.expected_version is None else str(changes.expected_version),
+            list_member,
+            lookup_member,
+            layout.encode_suffixes(suffixes),
+            str(changes.version),
+            changes.updated_at.isoformat(),
+            layout.encode_header(thread),
+            "" if changes.ttl is None else str(max(1, round(changes.ttl * 1000))),
+            "1" if changes.full else "0",
+            len(removed),
+            len(upserts),
+            *removed,
+        ]
+        for message in upserts:
+            args += [message.id, layout.encode_sequence(message.sequence)]
+            args.append(layout.encode_message(message))
+        # If this fails, the write may or may not have happened: the new entries stay (readers
+        # check them against the thread, and sweep them once they are old).
+        reply = await self._run(scripts.WRITE, self._layout.thread_keys(thread.id), args)
+        if reply[0] == b"stale":
+            # Never committed: this token is ours alone, so its entries can go now.
+            await self._discard_entries(list_member, lookup_member, lookup_keys)
+            raise ConcurrencyError(
+                f"thread {thread.id!r} is at version {reply[1].decode()}, "
+                f"not {changes.expected_version}: reload it and save again"
+            )
+        old_list, old_lookup, old_suffixes = reply[1], reply[2], reply[3]
+        if old_list or old_lookup:
+            old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
+            await self._discard_entries(old_list, old_lookup, old_keys)
+
+    @override
+    async def append(
+        self,
+        thread_id: str,
+        messages: Sequence[Message],
+        *,
+        updated_at: datetime,
+    ) -> list[Message]:
+        list_prefix = layout.list_prefix(thread_id, updated_at)
+        token = await self._add_entries(list_prefix, b"", [])
+        list_member = list_prefix + token.encode()
+        args: list[Any] = [list_member, updated_at.isoformat(), len(messages)]
+        args += [m.id for m in messages]
+        args += [layout.encode_message(m) for m in messages]
+        reply = await self._run(scripts.APPEND, self._layout.thread_keys(thread_id), args)
+        status = reply[0]
+        if status != b"ok":
+            await self._discard_entries(list_member, b"", [])
+            if status == b"missing":
+                raise ThreadNotFoundError(f"no thread {thread_id!r}")
+            raise ValueError(f"thread {thread_id!r} already has a message {reply[1].decode()!r}")
+        if reply[2]:
+            await self._discard_entries(reply[2], b"", [])
+        first = int(reply[1])
+        added = []
+        for offset, message in enumerate(messages):
+            copy = message.model_copy(deep=True)
+            copy.sequence = first + offset
+            added.append(copy)
+        return added
+
+    @override
+    async def delete(self, thread_id: str) -> bool:
+        reply = await self._run(scripts.DELETE, self._layout.thread_keys(thread_id), [])
+        if reply is None:
+            return False
+        old_list, old_lookup, old_suffixes = reply
+        old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
+        await self._discard_entries(old_list, old_lookup, old_keys)
+        return True
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode_read(reply: Any) -> Thread | None:
+        if reply is None:
+            return None
+        header, messages, sequences = (layout.pairs(part) for part in reply)
+        return layout.decode_thread(header, messages, sequences)
+
+    @override
+    async def get(self, thread_id: str) -> Thread | None:
+        reply = await self._run(scripts.READ, self._layout.thread_keys(thread_id)[:3], [])
+        return self._decode_read(reply)
+
+    async def _load(self, thread_ids: Sequence[str]) -> list[Thread]:
+        """Whole threads, in the given order; threads gone since are left out."""
+        threads: list[Thread] = []
+        for start in range(0, len(thread_ids), _BATCH):
+            batch = thread_ids[start : start + _BATCH]
+
+            def build(pipe: Any, batch: Sequence[str] = batch) -> None:
+                for thread_id in batch:
+                    keys = self._layout.thread_keys(thread_id)[:3]
+                    pipe.execute_command("EVALSHA", scripts.READ.sha, 3, *keys)
+
+            for reply in await self._pipelined(build):
+                thread = self._decode_read(reply)
+                if thread is not None:
+                    threads.append(thread)
+        return threads
+
+    async def _headers(self, thread_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
+        """The header hash of each thread (empty for threads that do not exist)."""
+
+        headers: list[dict[bytes, bytes]] = []
+        for start in range(0, len(thread_ids), _BATCH):
+            batch = thread_ids[start : start + _BATCH]
+
+            def build(pipe: Any, batch: Sequence[str] = batch) -> None:
+                for thread_id in batch:
+                    pipe.hgetall(self._layout.thread_keys(thread_id)[0])
+
+            headers += [dict(h) for h in await self._pipelined(build)]
+        return headers
+
+    async def _list_members(self, thread_ids: Sequence[str]) -> list[bytes | None]:
+        """The current list member of each thread (``None`` for threads that do not exist)."""
+
+        def build(pipe: Any) -> None:
+            for thread_id in thread_ids:
+                pipe.hget(self._layout.thread_keys(thread_id)[0], "lm")
+
+        return await self._pipelined(build) if thread_ids else []
+
+    async def _live_ids(self, wanted: int | None) -> list[str]:
+        """Ids of live threads in list order: the first ``wanted`` (all when ``None``)."""
+        valid: list[str] = []
+        seen: set[str] = set()
+        cursor = b"+"
+        chunk = _BATCH if wanted is None else min(max(wanted, 16), _BATCH)
+        while wanted is None or len(valid) < wanted:
+            # A lexical cursor, not ranks: entries added meanwhile do not shift the walk.
+            members = await self.client.zrevrangebylex(
+                self._layout.list_key, cursor, b"-", start=0, num=chunk
+            )
+            if not members:
+                break
+            cursor = b"(" + members[-1]
+            ids = [layout.id_of_list_member(m) for m in members]
+            current = await self._list_members(ids)
+            stale = []
+            for member, thread_id, named in zip(members, ids, current, strict=True):
+                if named != member:
+                    stale.append(member)
+                elif thread_id not in seen:
+                    seen.add(thread_id)
+                    valid.append(thread_id)
+            await self._sweep([self._layout.list_key], "z", stale)
+            if len(members) < chunk:
+                break
+        return valid if wanted is None else valid[:wanted]
+
+    @override
+    async def list_page(self, *, limit: int | None, offset: int) -> list[Thread]:
+        if limit == 0:
+            return []
+        ids = await self._live_ids(None if limit is None else offset + limit)
+        return await self._load(ids[offset:])
+
+    async def _lookup(
+        self, keys: list[str], matches: Callable[[Thread], bool], limit: int | None, offset: int
+    ) -> list[Thread]:
+        """Threads in every one of the lookup sets ``keys`` that really ``match``, in order."""
+        members = await self.client.sinter(keys)
+        by_member = {m: layout.id_of_lookup_member(m) for m in members}
+        ids = sorted(set(by_member.values()))
+        headers = dict(zip(ids, await self._headers(ids), strict=True))
+        stale = []
+        found: dict[str, Thread] = {}
+        for member, thread_id in by_member.items():
+            header = headers[thread_id]
+            if header.get(b"am") != member:
+                stale.append(member)
+                continue
+            thread = layout.decode_header(header)
+            if matches(thread):
+                found[thread_id] = thread
+        await self._sweep(keys, "s", stale)
+        ordered = sorted(found.values(), key=lambda t: (t.updated_at, t.id), reverse=True)
+        end = None if limit is None else offset + limit
+        # Loaded again whole: keep only threads that still match.
+        loaded = await self._load([t.id for t in ordered[offset:end]])
+        return [t for t in loaded if matches(t)]
+
+    @override
+    async def find_by_attributes(
+        self, attributes: Mapping[str, Any], *, limit: int | None, offset: int
+    ) -> list[Thread]:
+        keys = sorted({self._layout.attribute_key(k, v) for k, v in attributes.items()})
+        return await self._lookup(
+            keys, lambda t: _contains(t.attributes, attributes), limit, offset
+        )
+
+    @override
+    async def find_by_source(
+        self,
+        name: str,
+        properties: Mapping[str, Any],
+        *,
+        limit: int | None,
+        offset: int,
+    ) -> list[Thread]:
+        wanted = {"name": name}
+        keys = {self._layout.source_key("name", name)}
+        keys |= {self._layout.source_key(k, v) for k, v in properties.items()}
+
+        def matches(thread: Thread) -> bool:
+            return _contains(thread.source, wanted) and _contains(thread.source, properties)
+
+        return await self._lookup(sorted(keys), matches, limit, offset)
+
+    @override
+    async def count(self) -> int:
+        return len(await self._live_ids(None))
