@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tyler_core.jsonvalues import canonical_json
-from tyler_core.models import Message, Thread
+from tyler_core.models import TRUSTED, Message, Thread
 
 __all__ = ["Layout", "decode_header", "decode_thread", "encode_message", "list_prefix"]
 
@@ -132,7 +132,7 @@ def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 def decode_header(fields: Mapping[bytes, bytes]) -> Thread:
     """A thread, without messages, from its header hash."""
-    thread = Thread.model_validate_json(fields[b"d"])
+    thread = Thread.model_validate_json(fields[b"d"], context=TRUSTED)
     thread.version = int(fields[b"v"])
     thread.updated_at = datetime.fromisoformat(fields[b"u"].decode())
     return thread
@@ -147,7 +147,7 @@ def decode_thread(
     thread = decode_header(header)
     loaded = []
     for message_id, body in messages.items():
-        message = Message.model_validate_json(body)
+        message = Message.model_validate_json(body, context=TRUSTED)
         message.sequence = int(sequences[message_id])
         loaded.append(message)
     loaded.sort(key=lambda m: m.sequence or 0)
