@@ -116,6 +116,16 @@ class StorageBackend(ABC):
     async def purge(self) -> None:
         """Delete every thread of this backend's namespace (tests call it after each test)."""
 
+    async def drop(self) -> None:
+        """Remove the namespace itself: its data and whatever holds it (tables, indexes).
+
+        The conformance suite calls it after ``purge()`` when a test's throwaway namespace is
+        done with, so running the suite against a live server leaves nothing behind. The store
+        is not used afterwards. The default only calls :meth:`purge`; backends whose namespaces
+        own schema objects (SQL tables) override it.
+        """
+        await self.purge()
+
     @property
     def engine(self) -> Any:
         """The underlying engine, for backends that have one (SQLAlchemy's ``AsyncEngine``)."""

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 __all__ = ["FACADE_PARAMETERS", "StoreOptions", "resolve_options", "strip_facade_parameters"]
 
@@ -104,7 +104,11 @@ def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
             rest.append((key, value))
     if not ours:
         return url, {}
-    return urlunsplit(parts._replace(query=urlencode(rest))), ours
+    # Rebuilt as text: urlunsplit drops the "//" of an empty host ("sqlite:///f.db").
+    base, _, tail = url.partition("?")
+    _, hash_mark, fragment = tail.partition("#")
+    query = urlencode(rest)
+    return base + (f"?{query}" if query else "") + (f"#{fragment}" if hash_mark else ""), ours
 
 
 def resolve_options(

@@ -129,15 +129,25 @@ class StoreOpener:
         return reopened
 
     async def cleanup(self) -> None:
-        """Purge and close every store opened (the last one first)."""
+        """Purge every store opened, drop their namespaces, close them."""
         errors: list[BaseException] = []
         for store in reversed(self.opened):
             try:
                 await store.backend.purge()
             except Exception as exc:
                 errors.append(exc)
-            finally:
+        # The namespaces were made for this test: leave no tables behind on a server.
+        last_per_namespace = {store.options.namespace: store for store in self.opened}
+        for store in last_per_namespace.values():
+            try:
+                await store.backend.drop()
+            except Exception as exc:
+                errors.append(exc)
+        for store in reversed(self.opened):
+            try:
                 await store.close()
+            except Exception as exc:
+                errors.append(exc)
         self.opened.clear()
         if errors:
             raise errors[0]

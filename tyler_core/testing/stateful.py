@@ -76,6 +76,7 @@ class _StoreMachine(RuleBasedStateMachine):
         async def close() -> None:
             try:
                 await self.tested.backend.purge()
+                await self.tested.backend.drop()
             finally:
                 await self.tested.close()
                 await self.reference.close()

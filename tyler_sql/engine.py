@@ -1,0 +1,124 @@
+"""The SQLAlchemy engine behind a store URL: driver defaults, pool options, SQLite pragmas.
+
+Tyler's URLs name a database (``postgres://``, ``sqlite://``, ``mysql://``) where SQLAlchemy needs
+a driver, so the bare schemes and aliases become the default driver before SQLAlchemy parses them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from tyler_core.settings import StoreOptions
+from tyler_core.urls import mask_url
+
+__all__ = ["WRITE_OPTION", "build_engine", "is_memory", "sqlalchemy_url"]
+
+_DEFAULT_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+}
+_SUPPORTED = {
+    "sqlite+aiosqlite",
+    "postgresql+asyncpg",
+    "postgresql+psycopg",
+    "mysql+asyncmy",
+    "mariadb+asyncmy",
+}
+
+#: Execution option that marks a connection as a writer (SQLite: ``BEGIN IMMEDIATE``).
+WRITE_OPTION = "tyler_write"
+
+# SQLite waits this long for another writer's lock before it gives up with "database is locked".
+_BUSY_TIMEOUT_MS = 60_000
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """The SQLAlchemy URL for a store URL, with the default driver filled in.
+
+    Raises:
+        ValueError: the scheme names a driver this backend does not support.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        raise ValueError(f"not a SQL store URL: {mask_url(url)!r}")
+    scheme = _DEFAULT_DRIVERS.get(scheme.lower(), scheme.lower())
+    if scheme not in _SUPPORTED:
+        supported = ", ".join(sorted(_SUPPORTED))
+        raise ValueError(f"the SQL backend does not support {scheme!r} (it supports {supported})")
+    parsed = make_url(f"{scheme}://{rest}")
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        # Four-byte characters (emoji) need utf8mb4 on the connection, not just in the tables.
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    return parsed
+
+
+def is_memory(url: URL) -> bool:
+    """Whether ``url`` is a private in-memory SQLite database."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _connect_args(url: URL, timeout: float) -> dict[str, Any]:
+    driver = url.get_driver_name()
+    if driver == "asyncpg":
+        return {"timeout": timeout}
+    if driver == "psycopg":
+        return {"connect_timeout": max(2, math.ceil(timeout))}  # libpq: whole seconds, >= 2
+    if driver == "asyncmy":
+        return {"connect_timeout": max(1, math.ceil(timeout))}
+    return {}
+
+
+def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
+    """An engine for ``url`` (no connection yet) with the store's pool options."""
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "connect_args": _connect_args(url, options.connect_timeout),
+    }
+    if is_memory(url):
+        # One connection for the life of the store: a second one would be another database.
+        kwargs["poolclass"] = StaticPool
+    else:
+        pool = {
+            "pool_size": options.pool_size,
+            "max_overflow": options.max_overflow,
+            "pool_timeout": options.pool_timeout,
+            "pool_recycle": options.pool_recycle,
+        }
+        kwargs.update({name: value for name, value in pool.items() if value is not None})
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, memory=is_memory(url))
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, memory: bool) -> None:
+    """SQLAlchemy's recipe for real SQLite transactions: the driver emits no BEGIN, we do."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # A deferred transaction that later writes fails with SQLITE_BUSY at once instead of
+        # waiting, so writers take the lock up front; readers get a consistent WAL snapshot.
+        writing = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")

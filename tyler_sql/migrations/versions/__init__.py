@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: ``r0001`` (Tyler's tables), ``r0002`` (lookups, search)."""
