@@ -86,7 +86,7 @@ def _from_container(name: str, service: Service) -> str | None:
             mg = MongoDbContainer("mongo:7").start()
             _containers.append(mg)
             return str(mg.get_connection_url())
-    except Exception:  # noqa: BLE001 - no container means: try the next source
+    except Exception:
         return None
     return None
 
