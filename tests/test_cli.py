@@ -110,3 +110,65 @@ def test_bad_namespace_is_reported(tmp_path: Path, command: str) -> None:
     )
     assert result.returncode == 1
     assert "namespace" in result.stderr
+
+
+def test_migrate_check_then_upgrade_a_sqlite_store(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/migrate.db"
+    behind = tyler_store("migrate", "--check", url, cwd=tmp_path)
+    assert behind.returncode == 1, behind.stdout + behind.stderr
+    upgraded = tyler_store("migrate", url, cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "up to date" in upgraded.stdout
+    current = tyler_store("migrate", "--check", url, cwd=tmp_path)
+    assert current.returncode == 0, current.stdout + current.stderr
+
+
+def test_migrate_refuses_a_store_that_is_not_sql(tmp_path: Path) -> None:
+    result = tyler_store("migrate", "redis://:hunter2@127.0.0.1:6379/0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SQL" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_copy_export_import_through_the_console_script(tmp_path: Path) -> None:
+    source = f"sqlite+aiosqlite:///{tmp_path}/source.db"
+    target = f"sqlite+aiosqlite:///{tmp_path}/target.db"
+    assert tyler_store("--url", source, "demo", cwd=tmp_path).returncode == 0
+    copied = tyler_store("copy", source, target, cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    assert "copied 4 threads" in copied.stdout and "verified" in copied.stdout
+    again = tyler_store("copy", source, target, cwd=tmp_path)
+    assert "copied 0 threads" in again.stdout and "skipped 4" in again.stdout
+    export = tmp_path / "threads.jsonl"
+    exported = tyler_store("export", target, str(export), cwd=tmp_path)
+    assert exported.returncode == 0 and "exported 4 threads" in exported.stderr
+    lines = export.read_text().splitlines()
+    assert len(lines) == 5
+    imported_url = f"sqlite+aiosqlite:///{tmp_path}/imported.db"
+    imported = tyler_store("import", imported_url, str(export), cwd=tmp_path)
+    assert imported.returncode == 0 and "imported 4 threads" in imported.stderr
+    verify = tyler_store("copy", imported_url, source, cwd=tmp_path)
+    assert "skipped 4" in verify.stdout and "verified" in verify.stdout
+    export.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n")
+    broken = tyler_store(
+        "import", f"sqlite+aiosqlite:///{tmp_path}/b.db", str(export), cwd=tmp_path
+    )
+    assert broken.returncode == 1
+    assert "line 4" in broken.stderr
+
+
+def test_find_and_stats(tmp_path: Path) -> None:
+    env = {"TYLER_STORE_URL": f"sqlite+aiosqlite:///{tmp_path}/find.db"}
+    assert tyler_store("demo", cwd=tmp_path, env=env).returncode == 0
+    found = tyler_store(
+        "find", "--attr", "customer=acme", "--source", "slack", "--json", cwd=tmp_path, env=env
+    )
+    assert found.returncode == 0, found.stderr
+    assert [t["title"] for t in json.loads(found.stdout)] == ["Refund for order 1042"]
+    typed = tyler_store("find", "--attr", "priority=1", cwd=tmp_path, env=env)
+    assert "(no threads)" in typed.stdout
+    stats = json.loads(tyler_store("stats", "--json", cwd=tmp_path, env=env).stdout)
+    assert stats["threads"] == 4 and stats["messages"] == 12
+    assert stats["backend"] == "SQLBackend"
+    bad = tyler_store("find", cwd=tmp_path, env=env)
+    assert bad.returncode == 1 and "--attr" in bad.stderr

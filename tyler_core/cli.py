@@ -343,14 +343,16 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     url = normalize_url(args.store_url)
-    resolve_backend(url)  # unknown scheme or missing driver: a clear error first
-    try:
-        from tyler_sql import migrate  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+    backend = resolve_backend(url)  # unknown scheme or missing driver: a clear error first
+    if not backend.__module__.startswith("tyler_sql."):
         print(
-            'migrate needs the SQL backend: pip install "tyler-threadstore[sql]"', file=sys.stderr
+            f"tyler-store: error: migrate works on SQL stores; {mask_url(args.store_url)} is "
+            f"served by {backend.__name__}, which needs no migrations",
+            file=sys.stderr,
         )
         return 2
+    from tyler_sql import migrate
+
     if args.check:
         current, message = migrate.check(url, namespace=args.namespace)
         print(message)
