@@ -14,8 +14,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from tyler_core.backend import Capabilities
@@ -363,6 +365,11 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    """Run the conformance suite in a pytest subprocess, then print a report per capability.
+
+    Every test opens its stores on a fresh throwaway namespace and purges and drops it
+    afterwards, so the store's own threads are neither seen nor touched.
+    """
     try:
         import pytest  # noqa: F401
 
@@ -370,20 +377,42 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"check needs the testing extra: {exc}", file=sys.stderr)
         return 2
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "--pyargs",
-        "tyler_core.testing",
-        "--tyler-url",
-        args.store_url,
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        *args.pytest_args,
-    ]
-    return subprocess.call(command)
+    from tyler_core.check_report import format_report, read_report
+
+    # Fail on an unknown scheme or a missing driver here, with our message, not in pytest.
+    resolve_backend(normalize_url(args.store_url))
+    with tempfile.TemporaryDirectory(prefix="tyler-check-") as scratch:
+        report_file = Path(scratch) / "report.json"
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "tyler_core.testing",
+            "--tyler-url",
+            args.store_url,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tyler_core.check_report",
+            "--tyler-check-report",
+            str(report_file),
+            # Outside a project with a pytest configuration, pytest-asyncio would warn.
+            "-o",
+            "asyncio_default_fixture_loop_scope=function",
+            *args.pytest_args,
+        ]
+        status = subprocess.call(command)
+        if not report_file.exists():
+            print(
+                f"tyler-store: error: the suite did not run (pytest exit {status})", file=sys.stderr
+            )
+            return status or 1
+        results = read_report(report_file)
+    print()
+    print(format_report(mask_url(args.store_url) or "memory://", results))
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:

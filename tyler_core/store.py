@@ -33,7 +33,8 @@ from tyler_core.jsonvalues import check_json_value, check_text
 from tyler_core.models import Message, Thread, to_utc, utc_now
 from tyler_core.registry import normalize_url, resolve_backend
 from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
-from tyler_core.urls import mask_url, mask_urls_in
+from tyler_core.telemetry import Operation
+from tyler_core.urls import mask_url, mask_urls_in, scheme_of
 
 __all__ = ["Clock", "ThreadStore"]
 
@@ -127,6 +128,8 @@ class ThreadStore:
         self._options: StoreOptions = resolve_options(options, query)
         backend_class = resolve_backend(normalized)
         self._password = self._password_of(normalized)
+        # What logs and spans call the backend: the scheme carries no credentials.
+        self._scheme = scheme_of(normalized)
         self._backend: StorageBackend = backend_class.from_url(backend_url, self._options)
         if self._options.ttl is not None and not self._backend.capabilities.ttl:
             raise NotSupportedError(f"{backend_class.__name__} does not support ttl")
@@ -259,6 +262,15 @@ class ThreadStore:
         with self._wrapped(operation):
             return await call()
 
+    def _operation(self, name: str, thread_id: str | None = None) -> Operation:
+        """The log line and span of one public operation (see :mod:`tyler_core.telemetry`)."""
+        return Operation(self._scheme, name, thread_id)
+
+    def _read_many(self, op: Operation, threads: builtins.list[Thread]) -> builtins.list[Thread]:
+        op.threads = len(threads)
+        op.messages = sum(len(t.messages) for t in threads)
+        return self._remember(threads)
+
     # -- writes --------------------------------------------------------------------------------
 
     async def save(
@@ -289,6 +301,12 @@ class ThreadStore:
         """
         if not isinstance(thread, Thread):
             raise TypeError(f"save() takes a Thread, not {type(thread).__name__}")
+        with self._operation("save", thread.id) as op:
+            return await self._save(thread, op, touch=touch, preserve=preserve, ttl=ttl)
+
+    async def _save(
+        self, thread: Thread, op: Operation, *, touch: bool, preserve: bool, ttl: float | None
+    ) -> Thread:
         ttl = self._check_ttl(ttl)
         await self.initialize()
         if preserve:
@@ -304,17 +322,19 @@ class ThreadStore:
             expected_version=expected,
             ttl=ttl,
         )
+        op.messages = len(changes.messages)
         with self._wrapped("save"):
             await self._backend.write(changes)
-        logger.debug(
-            "saved thread %s v%d (%s: +%d ~%d -%d)",
-            thread.id,
-            version,
-            "full" if changes.full else "delta",
-            len(changes.added),
-            len(changes.changed),
-            len(changes.removed),
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "saved thread %s v%d (%s: +%d ~%d -%d)",
+                thread.id,
+                version,
+                "full" if changes.full else "delta",
+                len(changes.added),
+                len(changes.changed),
+                len(changes.removed),
+            )
         # Success: bring the caller's object in line with what was stored.
         thread.version = version
         thread.updated_at = updated_at
@@ -345,6 +365,12 @@ class ThreadStore:
             ThreadNotFoundError: no such thread.
             ValueError: two messages share an id, or the thread already has one of the ids.
         """
+        with self._operation("append", thread_id) as op:
+            added = await self._append(thread_id, messages)
+            op.messages = len(added)
+            return added
+
+    async def _append(self, thread_id: str, messages: tuple[Message, ...]) -> list[Message]:
         _check_thread_id(thread_id)
         copies = []
         for message in messages:
@@ -369,8 +395,12 @@ class ThreadStore:
 
     async def delete(self, thread_id: str) -> bool:
         """Delete a thread and its messages; ``True`` if it existed."""
-        _check_thread_id(thread_id)
-        return await self._call("delete", lambda: self._backend.delete(thread_id))
+        with self._operation("delete", thread_id) as op:
+            _check_thread_id(thread_id)
+            deleted = await self._call("delete", lambda: self._backend.delete(thread_id))
+            if not deleted:
+                op.outcome = "missing"
+            return deleted
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -381,23 +411,31 @@ class ThreadStore:
 
     async def get(self, thread_id: str) -> Thread | None:
         """The thread with its messages in sequence order, or ``None``."""
-        _check_thread_id(thread_id)
-        thread = await self._call("get", lambda: self._backend.get(thread_id))
-        if thread is not None:
-            self._remember([thread])
-        return thread
+        with self._operation("get", thread_id) as op:
+            _check_thread_id(thread_id)
+            thread = await self._call("get", lambda: self._backend.get(thread_id))
+            if thread is None:
+                op.outcome = "missing"
+            else:
+                op.messages = len(thread.messages)
+                self._remember([thread])
+            return thread
 
     async def list(self, limit: int = 100, offset: int = 0) -> builtins.list[Thread]:
         """Threads, most recently updated first (ties: id descending)."""
-        _check_page(limit, offset, limit_required=True)
-        page = await self._call("list", lambda: self._backend.list_page(limit=limit, offset=offset))
-        return self._remember(page)
+        with self._operation("list") as op:
+            _check_page(limit, offset, limit_required=True)
+            page = await self._call(
+                "list", lambda: self._backend.list_page(limit=limit, offset=offset)
+            )
+            return self._read_many(op, page)
 
     async def list_recent(self, limit: int | None = None) -> builtins.list[Thread]:
         """The most recently updated threads; all of them when ``limit`` is ``None``."""
-        _check_page(limit, 0)
-        page = await self._call("list", lambda: self._backend.list_page(limit=limit, offset=0))
-        return self._remember(page)
+        with self._operation("list_recent") as op:
+            _check_page(limit, 0)
+            page = await self._call("list", lambda: self._backend.list_page(limit=limit, offset=0))
+            return self._read_many(op, page)
 
     async def list_threads(
         self, limit: int = 100, offset: int = 0
@@ -408,7 +446,10 @@ class ThreadStore:
 
     async def count(self) -> int:
         """How many threads the store holds."""
-        return await self._call("count", self._backend.count)
+        with self._operation("count") as op:
+            total = await self._call("count", self._backend.count)
+            op.threads = total
+            return total
 
     async def find_by_attributes(
         self, attributes: Mapping[str, Any], *, limit: int | None = None, offset: int = 0
@@ -421,15 +462,16 @@ class ThreadStore:
         Raises:
             ValueError: ``attributes`` is empty or holds a non-JSON value.
         """
-        wanted = _check_filter(attributes, "attributes")
-        if not wanted:
-            raise ValueError("find_by_attributes() needs at least one attribute")
-        _check_page(limit, offset)
-        page = await self._call(
-            "find_by_attributes",
-            lambda: self._backend.find_by_attributes(wanted, limit=limit, offset=offset),
-        )
-        return self._remember(page)
+        with self._operation("find_by_attributes") as op:
+            wanted = _check_filter(attributes, "attributes")
+            if not wanted:
+                raise ValueError("find_by_attributes() needs at least one attribute")
+            _check_page(limit, offset)
+            page = await self._call(
+                "find_by_attributes",
+                lambda: self._backend.find_by_attributes(wanted, limit=limit, offset=offset),
+            )
+            return self._read_many(op, page)
 
     async def find_by_source(
         self,
@@ -441,34 +483,36 @@ class ThreadStore:
     ) -> builtins.list[Thread]:
         """Threads whose ``source["name"]`` is ``name`` and whose source holds every given
         property (equality as in :meth:`find_by_attributes`). Same order as :meth:`list`."""
-        if not isinstance(name, str):
-            raise TypeError(f"a source name is a str, not {type(name).__name__}")
-        check_text(name, "the source name")
-        wanted = _check_filter(properties or {}, "properties")
-        _check_page(limit, offset)
-        page = await self._call(
-            "find_by_source",
-            lambda: self._backend.find_by_source(name, wanted, limit=limit, offset=offset),
-        )
-        return self._remember(page)
+        with self._operation("find_by_source") as op:
+            if not isinstance(name, str):
+                raise TypeError(f"a source name is a str, not {type(name).__name__}")
+            check_text(name, "the source name")
+            wanted = _check_filter(properties or {}, "properties")
+            _check_page(limit, offset)
+            page = await self._call(
+                "find_by_source",
+                lambda: self._backend.find_by_source(name, wanted, limit=limit, offset=offset),
+            )
+            return self._read_many(op, page)
 
     async def search_threads(
         self, query: str, *, limit: int = 20, offset: int = 0
     ) -> tuple[builtins.list[Thread], int]:
         """Threads with a message containing every word of ``query`` (case-insensitive), and the
         total number of matches (``search`` capability)."""
-        if not self.capabilities.search:
-            raise NotSupportedError(f"{type(self._backend).__name__} does not support search")
-        if not isinstance(query, str):
-            raise TypeError(f"a query is a str, not {type(query).__name__}")
-        words = _WORD.findall(check_text(query, "the query").lower())
-        if not words:
-            raise ValueError("a search query needs at least one word")
-        _check_page(limit, offset, limit_required=True)
-        threads, total = await self._call(
-            "search", lambda: self._backend.search(words, limit=limit, offset=offset)
-        )
-        return self._remember(threads), total
+        with self._operation("search_threads") as op:
+            if not self.capabilities.search:
+                raise NotSupportedError(f"{type(self._backend).__name__} does not support search")
+            if not isinstance(query, str):
+                raise TypeError(f"a query is a str, not {type(query).__name__}")
+            words = _WORD.findall(check_text(query, "the query").lower())
+            if not words:
+                raise ValueError("a search query needs at least one word")
+            _check_page(limit, offset, limit_required=True)
+            threads, total = await self._call(
+                "search", lambda: self._backend.search(words, limit=limit, offset=offset)
+            )
+            return self._read_many(op, threads), total
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -509,6 +553,10 @@ class _ErrorWrapper:
         if isinstance(exc, TylerStoreError):
             text = str(exc)
             scrubbed = store._scrub(text)
+            if self._connecting:
+                # A backend's own StoreConnectionError (refused login, outdated schema, timeout)
+                # is as much an operator's problem as a wrapped driver error.
+                logger.warning("%s", scrubbed)
             if scrubbed != text:
                 raise type(exc)(scrubbed) from None
             return

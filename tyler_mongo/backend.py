@@ -23,6 +23,7 @@ leaves invisible message documents until the thread id is saved again.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -46,6 +47,8 @@ from tyler_mongo.documents import lookup_array, read_message, read_thread
 from tyler_mongo.plans import WritePlan, plan_append, plan_write
 
 __all__ = ["MongoBackend"]
+
+logger = logging.getLogger("tyler_mongo")
 
 Document = dict[str, Any]
 T = TypeVar("T")
@@ -159,6 +162,13 @@ class MongoBackend(StorageBackend):
         replicated = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
         self.transactions = setting == "on" or (setting == "auto" and replicated)
         self._client, self._threads, self._messages = client, threads, messages
+        logger.debug(
+            "opened namespace %r on %s (transactions %s: %s)",
+            self._options.namespace,
+            mask_url(self._url),
+            setting,
+            "on" if self.transactions else "off, commit points",
+        )
 
     @override
     async def close(self) -> None:
@@ -171,6 +181,7 @@ class MongoBackend(StorageBackend):
         threads, messages = self._collections()
         await threads.delete_many({})
         await messages.delete_many({})
+        logger.debug("purged namespace %r", self._options.namespace)
 
     def _collections(self) -> tuple[AsyncCollection[Document], AsyncCollection[Document]]:
         if self._threads is None or self._messages is None or self._client is None:
@@ -193,8 +204,11 @@ class MongoBackend(StorageBackend):
             try:
                 return await self._in_transaction(step)
             except _Conflict:
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("another writer committed first: retry %d", attempt + 1)
                 # Jittered back-off, so that contending writers do not retry in lockstep.
                 await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 25)))
+        logger.warning("gave up a write after %d attempts: too many concurrent writers", _ATTEMPTS)
         raise ConcurrencyError("gave up after too many concurrent writes to the same thread")
 
     @override
@@ -275,7 +289,8 @@ class MongoBackend(StorageBackend):
         stored = await messages.count_documents({"t": plan.thread_id}, session=session)
         if stored <= len(plan.refs):
             return
-        await messages.delete_many(
+        # Only an interrupted or failed writer leaves these: worth an operator's attention.
+        result = await messages.delete_many(
             {
                 "t": plan.thread_id,
                 "e": {"$lt": plan.epoch},
@@ -283,6 +298,12 @@ class MongoBackend(StorageBackend):
             },
             session=session,
         )
+        if result.deleted_count:
+            logger.warning(
+                "removed %d message documents left by an interrupted write of thread %s",
+                result.deleted_count,
+                plan.thread_id,
+            )
 
     @override
     async def delete(self, thread_id: str) -> bool:

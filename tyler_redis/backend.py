@@ -48,6 +48,7 @@ from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.jsonvalues import json_equal
 from tyler_core.models import Message, Thread
 from tyler_core.settings import StoreOptions
+from tyler_core.urls import mask_url
 from tyler_redis import layout, scripts
 from tyler_redis.layout import Layout
 
@@ -137,6 +138,12 @@ class RedisBackend(StorageBackend):
             await client.aclose()
             raise
         self._client = client
+        logger.debug(
+            "opened namespace %r on %s%s",
+            self._options.namespace,
+            mask_url(self._url),
+            " (cluster)" if self._cluster else "",
+        )
 
     @override
     async def close(self) -> None:
@@ -164,6 +171,7 @@ class RedisBackend(StorageBackend):
                 await self._unlink(batch)
                 batch = []
         await self._unlink(batch)
+        logger.debug("purged namespace %r", self._options.namespace)
 
     async def _unlink(self, keys: list[bytes]) -> None:
         if not keys:
@@ -189,6 +197,7 @@ class RedisBackend(StorageBackend):
             except NoScriptError:
                 if attempt == 2:
                     raise
+                logger.debug("the server had forgotten the scripts: loading them again")
                 for script in scripts.SCRIPTS:
                     await self.client.script_load(script.source)
         raise AssertionError("unreachable")
@@ -216,7 +225,8 @@ class RedisBackend(StorageBackend):
         try:
             await self._remove_entries(list_member, lookup_member, keys)
         except RedisError as exc:
-            logger.debug("index entries left for a later sweep: %s", type(exc).__name__)
+            # The thread itself is fine; readers skip and later sweep what is left behind.
+            logger.warning("index entries left for a later sweep: %s", type(exc).__name__)
 
     async def _sweep(self, keys: list[str], kind: str, members: Iterable[bytes]) -> None:
         """Remove members a reader found invalid once they are old (best effort: a read
@@ -227,7 +237,9 @@ class RedisBackend(StorageBackend):
         try:
             await self._run(scripts.INDEX_SWEEP, keys, [self.stale_entry_grace, kind, *members])
         except RedisError as exc:
-            logger.debug("index sweep skipped: %s", type(exc).__name__)
+            logger.warning("index sweep skipped: %s", type(exc).__name__)
+        else:
+            logger.debug("swept up to %d stale index entries", len(members))
 
     # -- writes --------------------------------------------------------------------------------
 

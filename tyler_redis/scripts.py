@@ -25,6 +25,7 @@ committed state; every other member is either in flight (a save between its step
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,10 @@ async def run(client: Any, script: Script, keys: Sequence[str], args: Sequence[A
     try:
         return await client.evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
+        # Normal once per script after a server restart or SCRIPT FLUSH, so not a warning.
+        logging.getLogger("tyler_redis").debug(
+            "the server had forgotten the %s script: loading it again", script.name
+        )
         # EVAL runs the script and caches it on the node that owns the keys.
         return await client.eval(script.source, len(keys), *keys, *args)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,8 @@ from tyler_core.settings import StoreOptions, resolve_options, strip_facade_para
 from tyler_core.urls import mask_url, mask_urls_in
 from tyler_sql.schema import Tables, build_tables
 from tyler_sql.search import create_search_ddl
+
+logger = logging.getLogger("tyler_sql")
 
 __all__ = [
     "alembic_config",
@@ -100,6 +103,7 @@ def prepare_schema(connection: Connection, tables: Tables, url: str) -> None:
             connection.exec_driver_sql(statement)
         script = ScriptDirectory.from_config(alembic_config(tables.namespace))
         _migration_context(connection, tables).stamp(script, "head")
+        logger.info("created the schema of namespace %r at %s", tables.namespace, head)
         return
     raise StoreConnectionError(_outdated(tables.namespace, revision, url))
 
