@@ -217,6 +217,18 @@ async def test_a_bounded_pool_waits_for_a_connection() -> None:
         await store.close()
 
 
+async def test_more_tasks_than_connections_wait_instead_of_failing() -> None:
+    """Without ``pool_size`` the default pool (50 connections) also waits: 120 concurrent saves
+    all succeed instead of raising MaxConnectionsError."""
+    store = await ThreadStore.create(service_url("redis"), namespace=fresh_namespace())
+    try:
+        await asyncio.gather(*(store.save(Thread(id=f"t{n}")) for n in range(120)))
+        assert await store.count() == 120
+    finally:
+        await store.backend.purge()
+        await store.close()
+
+
 async def test_scripts_are_loaded_again_after_a_flush(store: ThreadStore) -> None:
     thread = Thread(id="t")
     thread.add_message(Message(role="user", content="hi"))

@@ -117,13 +117,12 @@ class RedisBackend(StorageBackend):
         kwargs["decode_responses"] = False  # members and ids are bytes; decoded here
         if self._cluster:
             return RedisCluster.from_url(self._url, **kwargs)
-        if options.pool_size is not None:
-            # A bounded pool waits for a free connection (up to pool_timeout) instead of
-            # failing the call, as the SQL pools do.
-            if options.pool_timeout is not None:
-                kwargs.setdefault("timeout", options.pool_timeout)
-            return Redis.from_pool(BlockingConnectionPool.from_url(self._url, **kwargs))
-        return Redis.from_url(self._url, **kwargs)
+        # Always a blocking pool: a call waits for a free connection (up to pool_timeout)
+        # instead of failing with MaxConnectionsError once more tasks than connections run at
+        # once, as the SQL pools do. Its default size is redis-py's (50) unless pool_size says.
+        if options.pool_timeout is not None:
+            kwargs.setdefault("timeout", options.pool_timeout)
+        return Redis.from_pool(BlockingConnectionPool.from_url(self._url, **kwargs))
 
     @override
     async def open(self) -> None:
