@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
@@ -37,6 +38,7 @@ from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.models import Message, Thread
 from tyler_core.settings import StoreOptions
+from tyler_core.urls import mask_url
 from tyler_sql.engine import WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
 from tyler_sql.migrate import drop_namespace, prepare_schema, schema_lock
 from tyler_sql.rows import (
@@ -55,6 +57,8 @@ from tyler_sql.schema import build_tables
 from tyler_sql.search import matching_messages
 
 __all__ = ["SQLBackend"]
+
+logger = logging.getLogger("tyler_sql")
 
 # Ids per IN (...) list: far below every driver's limit on bound parameters.
 _CHUNK = 500
@@ -84,10 +88,8 @@ class SQLBackend(StorageBackend):
         self._turns: asyncio.Lock | None = asyncio.Lock() if memory else None
         write_options: dict[str, Any] = {WRITE_OPTION: True}
         read_options: dict[str, Any] = {}
-        if self._dialect in _MYSQL:
-            # No gap locks between writers; every writer locks the thread row first anyway.
-            write_options["isolation_level"] = "READ COMMITTED"
-        elif self._dialect == "postgresql":
+        # MySQL/MariaDB writers run at READ COMMITTED: set per transaction in engine.py.
+        if self._dialect == "postgresql":
             # A page is read in several queries: they must see one snapshot.
             read_options["isolation_level"] = "REPEATABLE READ"
         self._write_engine: AsyncEngine = self._engine.execution_options(**write_options)
@@ -140,6 +142,12 @@ class SQLBackend(StorageBackend):
                 size = await connection.scalar(text("SELECT @@innodb_ft_min_token_size"))
                 self._min_token = int(size or 1)
         self._opened = True
+        logger.debug(
+            "opened namespace %r on %s (%s)",
+            self._options.namespace,
+            mask_url(self._url),
+            self._dialect,
+        )
 
     @override
     async def close(self) -> None:
@@ -151,6 +159,7 @@ class SQLBackend(StorageBackend):
         async with self.writer() as connection:
             for table in (t.reactions, t.files, t.keys, t.messages, t.threads):
                 await connection.execute(delete(table))
+        logger.debug("purged namespace %r", self._options.namespace)
 
     @override
     async def drop(self) -> None:
@@ -159,6 +168,7 @@ class SQLBackend(StorageBackend):
         async with self.writer() as connection:
             await connection.run_sync(drop_namespace, self._options.namespace)
         self._opened = False
+        logger.debug("dropped the tables of namespace %r", self._options.namespace)
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -97,7 +97,28 @@ def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, memory=is_memory(url))
+    elif url.get_backend_name() in ("mysql", "mariadb"):
+        _configure_mysql(engine)
     return engine
+
+
+def _configure_mysql(engine: AsyncEngine) -> None:
+    """Writers run at READ COMMITTED (no gap locks between writers; every writer locks the
+    thread row first anyway), set by the first statement of each write transaction.
+
+    Not through the ``isolation_level`` execution option: SQLAlchemy sends that ``SET SESSION``
+    when a connection is checked out, outside its error handling, so a connection that died in
+    the pool just then was never returned to it (one leaked connection per such fault, until
+    the pool ran dry). Here a failure is an ordinary statement error: the connection is
+    invalidated and returned.
+    """
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(WRITE_OPTION, False):
+            # Applies to the transaction this begins (the DBAPI starts it with the next
+            # statement), not to the session: readers keep REPEATABLE READ's one snapshot.
+            connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 def _configure_sqlite(engine: AsyncEngine, *, memory: bool) -> None:
