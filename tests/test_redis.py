@@ -75,6 +75,7 @@ async def test_open_refuses_a_wrong_password(service: str) -> None:
             True,
         ),
     ],
+    ids=["plain", "tls-with-password", "cluster", "tls-cluster"],  # no password in test ids
 )
 def test_the_url_picks_the_client(url: str, driver_url: str, cluster: bool) -> None:
     backend = RedisBackend.from_url(url, StoreOptions())
