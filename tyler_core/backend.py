@@ -142,6 +142,13 @@ class StorageBackend(ABC):
         :class:`~tyler_core.errors.ConcurrencyError` and write nothing. When it is ``None``
         (``preserve=True``: copies and imports), write without checking.
 
+        Incarnations: a thread stored again under an id after a delete is another thread. When
+        ``changes.expected_version`` > 0 and ``changes.expected_incarnation`` is not ``None``,
+        the stored thread's incarnation token must equal it too (same error otherwise). A write
+        that creates the thread, or writes without a check, stores ``changes.incarnation``; any
+        other write keeps the stored token. ``get``, ``list_page`` and the ``find_*`` methods
+        return the stored token on each thread with :func:`tyler_core.models.set_incarnation`.
+
         When ``changes.full`` is true, replace the stored thread whole: its messages become
         exactly ``changes.messages``. Otherwise write only ``added``, ``changed`` and
         ``removed`` (and the thread's fields if ``thread_changed``); every other stored message

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pydantic_core
 
-from tyler_core.models import Message, Thread, assign_sequences, check_unique
+from tyler_core.models import Message, Thread, assign_sequences, check_unique, new_incarnation
 
 __all__ = ["Snapshot", "ThreadChanges", "compute_changes", "snapshot_of"]
 
@@ -63,6 +63,13 @@ class ThreadChanges:
         updated_at: the ``updated_at`` to store (UTC).
         expected_version: the stored version the write requires (0: the thread must not
             exist), or ``None`` to write without a check (``preserve=True``).
+        expected_incarnation: with ``expected_version`` > 0, the incarnation token the stored
+            thread must also have (``None``: the caller's object carries none; check the
+            version only). A stored thread that has another token, or none, is another thread
+            stored under the same id after a delete: refuse the write like a version mismatch.
+        incarnation: the token to store when this write creates the thread
+            (``expected_version == 0``, or no stored thread) or replaces it without a check
+            (``expected_version is None``). Any other write keeps the stored token.
         full: no snapshot: replace the stored thread whole with ``messages``.
         messages: every message to be stored (no system messages), in sequence order.
         added: messages that are not stored yet (all of ``messages`` when ``full``).
@@ -78,6 +85,8 @@ class ThreadChanges:
     updated_at: datetime
     expected_version: int | None
     full: bool
+    incarnation: str = ""
+    expected_incarnation: str | None = None
     messages: Sequence[Message]
     added: Sequence[Message] = ()
     changed: Sequence[Message] = ()
@@ -161,6 +170,8 @@ def compute_changes(
             updated_at=updated_at,
             expected_version=expected_version,
             full=True,
+            incarnation=new_incarnation(),
+            expected_incarnation=thread.incarnation if expected_version else None,
             messages=messages,
             added=messages,
             ttl=ttl,
@@ -175,6 +186,8 @@ def compute_changes(
         updated_at=updated_at,
         expected_version=expected_version,
         full=False,
+        incarnation=new_incarnation(),
+        expected_incarnation=thread.incarnation if expected_version else None,
         messages=messages,
         added=added,
         changed=changed,

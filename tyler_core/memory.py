@@ -22,7 +22,7 @@ from tyler_core.backend import Capabilities, StorageBackend
 from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.jsonvalues import json_equal
-from tyler_core.models import TRUSTED, Message, Thread
+from tyler_core.models import TRUSTED, Message, Thread, set_incarnation
 from tyler_core.settings import StoreOptions
 
 __all__ = ["MemoryBackend"]
@@ -128,10 +128,24 @@ class MemoryBackend(StorageBackend):
                     f"thread {changes.thread.id!r} is at version {stored_version}, "
                     f"not {changes.expected_version}"
                 )
+            expected_token = changes.expected_incarnation
+            if (
+                current is not None
+                and changes.expected_version
+                and expected_token is not None
+                and current.thread.incarnation != expected_token
+            ):
+                raise ConcurrencyError(
+                    f"thread {changes.thread.id!r} was deleted and stored again since it was loaded"
+                )
             header = changes.thread.model_copy(deep=True)
             header.messages = []
             header.version = changes.version
             header.updated_at = changes.updated_at
+            token: str | None = changes.incarnation
+            if current is not None and changes.expected_version:
+                token = current.thread.incarnation  # an update keeps the stored token
+            set_incarnation(header, token)
             if changes.full or current is None:
                 messages = {m.id: _copy(m) for m in changes.messages}
             else:

@@ -7,6 +7,7 @@ that breaks a limit is refused before anything is written.
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -23,7 +25,17 @@ from pydantic import (
 
 from tyler_core.jsonvalues import INT64_MAX, check_json_value, check_text
 
-__all__ = ["TRUSTED", "Attachment", "Message", "Role", "Thread", "to_utc", "utc_now"]
+__all__ = [
+    "TRUSTED",
+    "Attachment",
+    "Message",
+    "Role",
+    "Thread",
+    "new_incarnation",
+    "set_incarnation",
+    "to_utc",
+    "utc_now",
+]
 
 #: Validation context for data this library validated when it was written: backends pass it to
 #: ``model_validate``/``model_validate_json`` when they read their own rows back, which skips
@@ -152,7 +164,9 @@ class Thread(_Model):
     """A conversation: messages plus attributes and the external source it came from.
 
     ``version`` counts the saves of the stored thread (0 for a thread never saved); the store uses
-    it to refuse a save built from a stale copy.
+    it to refuse a save built from a stale copy. :attr:`incarnation` tells a stored thread from
+    another one stored later under the same id after a delete (it is not a field: it takes no
+    part in equality, dumps or exports).
     """
 
     id: Id = Field(default_factory=_new_id)
@@ -164,11 +178,30 @@ class Thread(_Model):
     source: JSONObject | None = None
     version: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
 
+    _incarnation: str | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _check_messages(self) -> Self:
         assign_sequences(self.messages)
         check_unique(self.messages)
         return self
+
+    def __eq__(self, other: object) -> bool:
+        # Fields only: the incarnation token is the store's business, not the thread's content.
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    @property
+    def incarnation(self) -> str | None:
+        """The opaque token of the stored thread this object was loaded from or saved as.
+
+        A store gives a thread a new token when it first stores it, so a thread deleted and
+        stored again under the same id has another one, and a stale object of the first cannot
+        be saved into the second even when their versions agree. ``None`` for a thread never
+        stored, or read from a backend that keeps no token. Copies (``model_copy``) keep it.
+        """
+        return self._incarnation
 
     # Tyler's methods -------------------------------------------------------------------------
 
@@ -235,6 +268,17 @@ class Thread(_Model):
         now = utc_now()
         if now > self.updated_at:
             self.updated_at = now
+
+
+def new_incarnation() -> str:
+    """A fresh incarnation token (24 hex characters)."""
+    return os.urandom(12).hex()
+
+
+def set_incarnation(thread: Thread, token: str | None) -> Thread:
+    """Record the incarnation token a backend read with ``thread``; returns ``thread``."""
+    thread._incarnation = token
+    return thread
 
 
 def _highest_sequence(messages: list[Message]) -> int:

@@ -30,7 +30,7 @@ from tyler_core.errors import (
     TylerStoreError,
 )
 from tyler_core.jsonvalues import check_json_value, check_text
-from tyler_core.models import Message, Thread, to_utc, utc_now
+from tyler_core.models import Message, Thread, set_incarnation, to_utc, utc_now
 from tyler_core.registry import normalize_url, resolve_backend
 from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
 from tyler_core.telemetry import Operation
@@ -338,6 +338,8 @@ class ThreadStore:
         # Success: bring the caller's object in line with what was stored.
         thread.version = version
         thread.updated_at = updated_at
+        if not expected:  # created (0) or replaced without a check (None): a new incarnation
+            set_incarnation(thread, changes.incarnation)
         thread.created_at = changes.thread.created_at
         by_id = {m.id: m for m in thread.messages}
         for stored in changes.messages:

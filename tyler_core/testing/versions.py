@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tyler_core.errors import ConcurrencyError
-from tyler_core.models import Attachment, Thread
+from tyler_core.models import Attachment, Message, Thread
 from tyler_core.store import ThreadStore
 from tyler_core.testing.base import ConformanceBase, exact, stored_form
 from tyler_core.testing.clock import ManualClock
@@ -72,6 +72,58 @@ class VersionTests(ConformanceBase):
             await store.save(loaded)
         assert await store.get(thread.id) is None
         assert loaded.version == 1
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.parametrize("through", ["delta", "full"])
+    async def test_a_stale_object_does_not_save_into_a_thread_recreated_under_its_id(
+        self, store: ThreadStore, through: str
+    ) -> None:
+        # Rule 2: "this includes a thread deleted since it was loaded", even when a new thread
+        # has since been stored under the same id and has reached the stale object's version.
+        first = plain_thread("reused", title="first incarnation")
+        await store.save(first)
+        stale = await self.must_get(store, "reused")
+        if through == "full":
+            stale = stale.model_copy(deep=True)  # the store has no snapshot of this object
+        assert await store.delete("reused")
+        second = plain_thread("reused", title="second incarnation", messages=1)
+        await store.save(second)
+        stored = exact(await store.get("reused"))
+        assert stale.version == second.version == 1
+
+        stale.title = "stale edit"
+        stale.add_message(Message(id="stale-message", role="user", content="stale"))
+        with pytest.raises(ConcurrencyError):
+            await store.save(stale)
+        assert exact(await store.get("reused")) == stored
+        assert stale.version == 1
+
+        # The live object of the second incarnation still saves, and so does a fresh load.
+        second.title = "second, edited"
+        await store.save(second)
+        fresh = await self.must_get(store, "reused")
+        fresh.title = "second, edited again"
+        await store.save(fresh)
+        assert (await self.must_get(store, "reused")).title == "second, edited again"
+
+    @pytest.mark.asyncio(loop_scope="function")
+    async def test_incarnation_survives_updates_and_appends(self, store: ThreadStore) -> None:
+        thread = plain_thread(messages=1)
+        await store.save(thread)
+        token = thread.incarnation
+        assert token is not None
+        assert (await self.must_get(store, thread.id)).incarnation == token
+        thread.title = "edited"
+        await store.save(thread)
+        await store.append(thread.id, Message(role="user", content="appended"))
+        assert (await self.must_get(store, thread.id)).incarnation == token
+        listed = [t for t in await store.list() if t.id == thread.id]
+        assert [t.incarnation for t in listed] == [token]
+        assert await store.delete(thread.id)
+        again = plain_thread(thread.id)
+        await store.save(again)
+        assert again.incarnation not in (None, token)
+        assert (await self.must_get(store, thread.id)).incarnation == again.incarnation
 
     @pytest.mark.asyncio(loop_scope="function")
     async def test_new_thread_with_a_taken_id_raises(self, store: ThreadStore) -> None:
