@@ -21,7 +21,7 @@ from tyler_core.errors import (
 )
 from tyler_core.jsonvalues import canonical_json
 from tyler_core.memory import MemoryBackend
-from tyler_core.models import Attachment, Message, Thread
+from tyler_core.models import Attachment, Message, Thread, set_incarnation
 from tyler_core.registry import (
     BackendInfo,
     BackendSpec,
@@ -58,6 +58,7 @@ __all__ = [
     "canonical_json",
     "mask_url",
     "register_backend",
+    "set_incarnation",
     "unregister_backend",
 ]
 

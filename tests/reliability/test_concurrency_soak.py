@@ -59,18 +59,25 @@ def _check_whole(thread: Thread) -> None:
     assert len({m.id for m in thread.messages}) == len(thread.messages), thread.id
 
 
-async def _save(store: ThreadStore, ledger: Ledger, rng: random.Random, name: str) -> None:
-    """Load-modify-save, retrying on conflicts (a bounded number of times)."""
+async def _save(
+    store: ThreadStore, ledger: Ledger, rng: random.Random, name: str, kept: dict[str, Thread]
+) -> None:
+    """Load-modify-save, retrying on conflicts (a bounded number of times). A missing thread is
+    created again under its id; now and then the worker saves an object it loaded earlier
+    (perhaps of a thread since deleted and created again), which must either be current or be
+    refused."""
     thread_id = rng.choice(THREADS)
-    for _ in range(8):
+    for attempt in range(8):
         issued = next(ledger.clock)
-        thread = await store.get(thread_id)
+        old = kept.pop(thread_id, None)
+        if attempt == 0 and old is not None and rng.random() < 0.3:
+            thread: Thread | None = old
+            ledger.figures["saves of kept objects"] += 1
+        else:
+            thread = await store.get(thread_id)
         if thread is None:
-            # Deleted threads stay deleted: an object loaded from a thread that was deleted and
-            # created again under its id would save into the new one (a known bug, see
-            # test_recreated_threads.py), which this soak is not about.
-            ledger.figures["saves of deleted threads"] += 1
-            return
+            thread = _fresh(thread_id, rng)
+            ledger.figures["threads created again"] += 1
         thread.attributes["group"] = rng.randrange(3)
         thread.attributes["gen"] = int(thread.attributes.get("gen", 0)) + 1
         thread.source = {"name": "soak", "k": rng.randrange(2)}
@@ -80,6 +87,7 @@ async def _save(store: ThreadStore, ledger: Ledger, rng: random.Random, name: st
         except ConcurrencyError:
             ledger.figures["conflicts"] += 1
             continue
+        kept[thread_id] = thread
         sequence = thread.messages[-1].sequence
         ledger.acknowledged[name] = (thread_id, sequence, issued)
         ledger.figures["acknowledged saves"] += 1
@@ -125,13 +133,14 @@ async def _worker(
     number: int, store: ThreadStore, ledger: Ledger, operations: int, seed: int
 ) -> None:
     rng = random.Random(seed * 100 + number)
+    kept: dict[str, Thread] = {}  # objects this worker saved, reused now and then
     for step in range(operations):
         name = f"w{number}-{step}"
         roll = rng.random()
         if roll < 0.35:
             await _append(store, ledger, rng, name)
         elif roll < 0.60:
-            await _save(store, ledger, rng, name)
+            await _save(store, ledger, rng, name, kept)
         elif roll < 0.62:
             await _delete(store, ledger, rng)
         else:

@@ -28,6 +28,7 @@ from tyler_core import (
     ThreadChanges,
     ThreadNotFoundError,
     canonical_json,
+    set_incarnation,
 )
 
 __all__ = ["JSONFileBackend"]
@@ -104,7 +105,9 @@ class JSONFileBackend(StorageBackend):
 
     @staticmethod
     def _thread(document: Mapping[str, Any]) -> Thread:
-        thread = Thread.model_validate_json(document["thread"])
+        thread = set_incarnation(
+            Thread.model_validate_json(document["thread"]), document.get("incarnation")
+        )
         thread.messages = sorted(
             (Message.model_validate_json(m) for m in document["messages"].values()),
             key=lambda m: m.sequence or 0,
@@ -124,6 +127,12 @@ class JSONFileBackend(StorageBackend):
             stored = 0 if current is None else Thread.model_validate_json(current["thread"]).version
             if changes.expected_version is not None and stored != changes.expected_version:
                 raise ConcurrencyError(f"thread {changes.thread.id!r} is at version {stored}")
+            # A thread deleted and stored again under its id is another thread: its token differs.
+            token = changes.incarnation
+            if current is not None and changes.expected_version:
+                token = current.get("incarnation")
+                if changes.expected_incarnation not in (None, token):
+                    raise ConcurrencyError(f"thread {changes.thread.id!r} was stored again")
             header = changes.thread.model_copy(
                 update={"version": changes.version, "updated_at": changes.updated_at}
             )
@@ -139,6 +148,7 @@ class JSONFileBackend(StorageBackend):
                 header.id,
                 {
                     "thread": header.model_dump_json(exclude={"messages"}),
+                    "incarnation": token,
                     "messages": messages,
                     "ttl": changes.ttl,
                     "expires_at": self._expiry(changes.ttl),
