@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tyler_core import Attachment, Message, Thread
@@ -196,3 +198,32 @@ def test_attachment_is_metadata_only() -> None:
         Attachment(filename="a.png", size=-1)
     with pytest.raises(ValidationError):
         Attachment(filename="a.png", content=b"bytes")  # type: ignore[call-arg]
+
+
+def _reference_highest(messages: list[Message]) -> int:
+    return max((m.sequence or 0 for m in messages if m.role != "system"), default=0)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["system", "user", "assistant"]),
+            st.none() | st.integers(0, 40),
+        ),
+        max_size=8,
+    )
+)
+def test_add_message_continues_from_the_highest_stored_sequence(
+    existing: list[tuple[str, int | None]],
+) -> None:
+    # Whatever the list holds (system messages with high sequences, gaps, None, any order),
+    # a new message gets the highest sequence of the non-system messages + 1.
+    thread = Thread()
+    for role, sequence in existing:
+        message = Message(role="user")
+        message.role = role  # type: ignore[assignment]
+        message.sequence = sequence
+        thread.messages.append(message)
+    expected = _reference_highest(thread.messages) + 1
+    thread.add_message(Message(role="user"))
+    assert thread.messages[-1].sequence == expected

@@ -1,53 +1,258 @@
 """What changed since a thread was loaded: the change set the facade hands a backend.
 
-The store keeps a :class:`Snapshot` of every thread object it returned or saved: the JSON
-fingerprint of the thread's own fields and of each stored message. On the next save it
-fingerprints the thread again and hands the backend only what differs, so an in-place edit of a
-nested value (``msg.attributes["k"]["x"] = 1``) is seen like any other change, and appending one
-message to a long thread writes one message.
+The store keeps a :class:`Snapshot` of every thread object it returned or saved: a strict clone of
+the thread's own fields and of each stored message. On the next save it compares the thread with
+the snapshot and hands the backend only what differs, so an in-place edit of a nested value
+(``msg.attributes["k"]["x"] = 1``) is seen like any other change, and appending one message to a
+long thread writes one message.
+
+A clone shares the immutable leaves of what it copies (strings, datetimes, ``None``) and copies
+every container, so an unchanged message compares with its clone in one C-level
+``clone == message.__dict__`` that mostly checks identities. Numbers are wrapped so that they
+compare type-strictly (``1``, ``1.0`` and ``True`` are equal in Python but different JSON), which
+works because the clone is always the left operand, so its ``__eq__`` runs. Key order is not
+compared (lookups ignore it too), and a datetime replaced by the same instant in another zone
+counts as unchanged (it is stored as the same UTC value).
+
+A save whose message list starts with exactly the messages of the snapshot (messages appended, or
+none) compares those in one pass and does per-message work only for the new ones; any other save
+compares message by message.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
+from typing import Any
 
-import pydantic_core
+from pydantic import BaseModel
 
+from tyler_core.jsonvalues import INT64_MAX
 from tyler_core.models import Message, Thread, assign_sequences, check_unique, new_incarnation
 
 __all__ = ["Snapshot", "ThreadChanges", "compute_changes", "snapshot_of"]
 
 _THREAD_FIELDS = ("title", "created_at", "attributes", "source")
+_FIELDS = attrgetter("__dict__")
+_SEQUENCE = attrgetter("sequence")
+# A message whose sequence is equal to its clone's and of one of these types has the same one
+# (a system message's may be None; True or 1.0 would compare equal to 1).
+_SEQUENCE_TYPES = frozenset({int, type(None)})
+
+# -- strict clones ----------------------------------------------------------------------------
 
 
-def _thread_fingerprint(thread: Thread) -> bytes:
-    return pydantic_core.to_json([getattr(thread, name) for name in _THREAD_FIELDS])
+class _Int(int):
+    """A cloned int: equal to an int of the same value only (not to ``True`` or ``1.0``)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object, _equal: Any = int.__eq__) -> bool:
+        return type(other) is int and _equal(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = int.__hash__
 
 
-def _message_fingerprint(message: Message) -> bytes:
-    return pydantic_core.to_json(message)
+class _Float(float):
+    """A cloned float: equal to a float of the same value and sign only (``-0.0`` is not ``0.0``
+    in JSON)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object, _equal: Any = float.__eq__) -> bool:
+        if type(other) is not float or not _equal(self, other):
+            return False
+        return bool(self) or math.copysign(1.0, self) == math.copysign(1.0, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = float.__hash__
+
+
+class _Bool:
+    """A cloned bool (bool cannot be subclassed): equal to the same bool only, not to 1 or 0."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return other is self.value
+
+
+_TRUE, _FALSE = _Bool(True), _Bool(False)
+_UNCOPYABLE = object()
+
+
+class _Model:
+    """A cloned model (an attachment): equal to a model of the same class with equal fields."""
+
+    __slots__ = ("fields", "kind")
+
+    def __init__(self, model: BaseModel) -> None:
+        self.kind = type(model)
+        self.fields = _clone_fields(model.__dict__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is self.kind and self.fields == other.__dict__
+
+
+class _Other:
+    """A clone of a value of no JSON type (only a third-party backend could return one): a deep
+    copy, equal to a value of the same type that compares equal to it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        try:
+            self.value = deepcopy(value)
+        except Exception:  # not copyable: never equal, so the message is checked on save
+            self.value = _UNCOPYABLE
+
+    def __eq__(self, other: object) -> bool:
+        value = self.value
+        return value is not _UNCOPYABLE and type(other) is type(value) and bool(value == other)
+
+
+class _SystemMessage:
+    """Stands for a system message in a snapshot: never stored, so only its place counts."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is dict and other.get("role") == "system"
+
+
+_SYSTEM = _SystemMessage()
+
+# Clones are never modified, so every empty container of every clone can be the same object.
+_EMPTY_DICT: dict[str, Any] = {}
+_EMPTY_LIST: list[Any] = []
+
+
+def _clone(value: Any) -> Any:
+    """A strict clone of a field value (see the module docstring)."""
+    kind = type(value)
+    if kind is str or value is None or kind is datetime:
+        return value
+    if kind is dict:
+        return _clone_fields(value) if value else _EMPTY_DICT
+    if kind is list:
+        return [_clone(item) for item in value] if value else _EMPTY_LIST
+    if kind is int:
+        return _Int(value)
+    if kind is float:
+        return _Float(value)
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if isinstance(value, BaseModel):
+        return _Model(value)
+    return _Other(value)
+
+
+def _clone_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A strict clone of a dict (a JSON object, or a model's ``__dict__``)."""
+    clone = fields.copy()
+    for key, value in fields.items():
+        kind = type(value)
+        if kind is not str and value is not None and kind is not datetime:
+            clone[key] = _clone(value)
+    return clone
+
+
+def _thread_fields(thread: Thread) -> dict[str, Any]:
+    return {name: getattr(thread, name) for name in _THREAD_FIELDS}
+
+
+def _clone_message(message: Message) -> dict[str, Any]:
+    """The clone of a stored message. Its ``sequence`` is the message's own int, not a strict
+    one, which saves a Python-level comparison per message: saves check the type of every
+    sequence in bulk instead (see :data:`_SEQUENCE_TYPES`)."""
+    clone = _clone_fields(message.__dict__)
+    clone["sequence"] = message.sequence
+    return clone
+
+
+def _entries(messages: Sequence[Message]) -> list[Any]:
+    """One snapshot entry per message, in list order: a clone, or the system-message marker."""
+    return [_SYSTEM if m.role == "system" else _clone_message(m) for m in messages]
+
+
+# -- snapshots --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class _Layout:
+    """What a save needs to know about a snapshot's stored messages, derived from its entries."""
+
+    index: dict[str, dict[str, Any]]  # stored message id -> its clone
+    last: int  # the highest stored sequence (-1: none)
+    ordered: bool  # the stored messages are in increasing sequence order in the list
+    first: int | None  # where the stored messages start when every system message comes first
+
+
+# Above every valid sequence: a new message never comes after it, so it takes the slow path.
+_NO_SEQUENCE = INT64_MAX + 1
+
+
+def _layout_of(entries: Sequence[Any]) -> _Layout:
+    index: dict[str, dict[str, Any]] = {}
+    last, ordered = -1, True
+    first: int | None = 0
+    for position, entry in enumerate(entries):
+        if entry is _SYSTEM:
+            first = position + 1 if first is not None and not index else None
+            continue
+        index[entry["id"]] = entry
+        sequence = entry["sequence"]
+        if type(sequence) is not int:  # not from a validated message: no appending fast path
+            sequence = _NO_SEQUENCE
+        if sequence <= last:
+            ordered = False
+        last = max(last, int(sequence))
+    return _Layout(index, last, ordered, first)
+
+
+@dataclass(slots=True, eq=False)
 class Snapshot:
-    """The stored state of one thread as one store last saw it."""
+    """The stored state of one thread as one store last saw it: strict clones of the thread's
+    fields and of its messages, one entry per item of ``thread.messages`` (system messages get a
+    marker, since they are never stored)."""
 
     thread_id: str
     version: int
-    thread: bytes
-    messages: dict[str, bytes]
+    thread: dict[str, Any]
+    entries: list[Any]
+    _layout: _Layout | None = None
+
+    @property
+    def layout(self) -> _Layout:
+        """Derived from the entries when a save first needs it, so reads do not pay for it."""
+        if self._layout is None:
+            self._layout = _layout_of(self.entries)
+        return self._layout
 
 
-def snapshot_of(thread: Thread, messages: Sequence[Message]) -> Snapshot:
-    """The snapshot of ``thread`` as stored with ``messages`` (its non-system messages)."""
+def snapshot_of(thread: Thread) -> Snapshot:
+    """The snapshot of ``thread`` as it was just read from a backend."""
     return Snapshot(
         thread.id,
         thread.version,
-        _thread_fingerprint(thread),
-        {m.id: _message_fingerprint(m) for m in messages},
+        _clone_fields(_thread_fields(thread)),
+        _entries(thread.messages),
     )
+
+
+# -- change sets ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,14 +298,134 @@ class ThreadChanges:
     removed: Sequence[str] = ()
     thread_changed: bool = True
     ttl: float | None = None
-    # Fingerprints of what will be stored, so the facade's next snapshot costs nothing more.
-    fingerprints: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
-    thread_fingerprint: bytes = field(default=b"", repr=False, compare=False)
+    # For the facade, once the write succeeded: the snapshot to keep, and the caller's messages
+    # that were handed on as validated copies, with their copies.
+    snapshot: Snapshot | None = field(default=None, repr=False, compare=False)
+    copies: Sequence[tuple[Message, Message]] = field(default=(), repr=False, compare=False)
 
 
-def _validated(message: Message) -> Message:
-    """A checked, normalised copy of a message (datetimes in UTC, limits enforced)."""
-    return Message.model_validate(message.model_dump(round_trip=True))
+def _validated(message: Message, sequence: int | None = None) -> Message:
+    """A checked, normalised copy of a message (datetimes in UTC, limits enforced), with
+    ``sequence`` if one is given."""
+    data = message.model_dump(round_trip=True)
+    if sequence is not None:
+        data["sequence"] = sequence
+    return Message.model_validate(data)
+
+
+@dataclass(slots=True)
+class _Messages:
+    """The message part of a change set, and the entries and layout of the next snapshot."""
+
+    messages: list[Message]
+    entries: list[Any]
+    layout: _Layout | None
+    added: list[Message] = field(default_factory=list)
+    changed: list[Message] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    copies: list[tuple[Message, Message]] = field(default_factory=list)
+
+
+def _appended(thread: Thread, snapshot: Snapshot) -> _Messages | None:
+    """The changes when the message list starts with the snapshot's messages, unchanged (one
+    C-level comparison); ``None`` when it does not, or when the new messages need the checks of
+    :func:`_compared` (a taken id or sequence, or a sequence out of order)."""
+    current = thread.messages
+    entries = snapshot.entries
+    known = len(entries)
+    if len(current) < known:
+        return None
+    prefix = current[:known]
+    if entries != list(map(_FIELDS, prefix)):
+        return None
+    if not _SEQUENCE_TYPES.issuperset(map(type, map(_SEQUENCE, prefix))):
+        return None
+    layout = snapshot.layout
+    if layout.last == _NO_SEQUENCE:
+        return None
+    tail = current[known:]
+    new = [m for m in tail if m.role != "system"]
+    given = [m.sequence for m in new if m.sequence is not None]
+    if any(type(sequence) is not int for sequence in given):
+        return None  # let validation in _compared say what is wrong
+    highest = max(0, layout.last, *given)  # what assign_sequences would start from
+    index = layout.index
+    added: list[Message] = []
+    copies: list[tuple[Message, Message]] = []
+    clones: dict[str, dict[str, Any]] = {}
+    previous = layout.last
+    for message in new:
+        if message.id in index or message.id in clones:
+            return None
+        if message.sequence is None:
+            highest += 1
+            checked = _validated(message, highest)  # validated with it: it may be too high
+        else:
+            checked = _validated(message)
+        if checked.sequence is None or checked.sequence <= previous:
+            return None
+        previous = checked.sequence
+        added.append(checked)
+        copies.append((message, checked))
+        clones[message.id] = _clone_message(checked)
+
+    first = layout.first
+    if first is None:
+        messages = [m for m in prefix if m.role != "system"]
+        messages += added
+    else:
+        messages = [*prefix[first:], *added]
+    if not layout.ordered:
+        messages.sort(key=_SEQUENCE)
+    tail_entries = [_SYSTEM if m.role == "system" else clones[m.id] for m in tail]
+    next_layout = None
+    if len(new) == len(tail):  # no system message after the stored ones: the layout carries on
+        next_index = index.copy()
+        next_index.update(clones)
+        next_layout = _Layout(next_index, previous, layout.ordered, first)
+    return _Messages(messages, entries + tail_entries, next_layout, added=added, copies=copies)
+
+
+def _compared(thread: Thread, snapshot: Snapshot | None) -> _Messages:
+    """The changes found message by message (all messages are new without a snapshot)."""
+    current = thread.messages
+    stored = [m for m in current if m.role != "system"]
+    pending = stored
+    if any(m.sequence is None for m in stored):
+        pending = [m.model_copy() if m.sequence is None else m for m in stored]
+        assign_sequences(pending)
+    check_unique(pending)
+
+    index = snapshot.layout.index if snapshot is not None else {}
+    result = _Messages([], [], None)
+    clones: dict[str, dict[str, Any]] = {}
+    for original, message in zip(stored, pending, strict=True):
+        clone = index.get(message.id)
+        if (
+            clone is not None
+            and message is original
+            and clone == message.__dict__
+            and type(message.sequence) is int
+        ):
+            result.messages.append(message)
+            clones[message.id] = clone
+            continue
+        checked = _validated(message)
+        result.messages.append(checked)
+        result.copies.append((original, checked))
+        if clone is None:
+            result.added.append(checked)
+        elif clone != checked.__dict__:  # the clone on the left: its numbers compare strictly
+            result.changed.append(checked)
+        else:  # equal once validated (1.0 given for an int field, say): nothing to write
+            clones[message.id] = clone
+            continue
+        clones[message.id] = _clone_message(checked)
+    result.messages.sort(key=_SEQUENCE)
+    result.entries = [_SYSTEM if m.role == "system" else clones[m.id] for m in current]
+    if snapshot is not None:
+        result.removed = [mid for mid in index if mid not in clones]
+    return result
 
 
 def compute_changes(
@@ -115,85 +440,45 @@ def compute_changes(
     """Work out what ``thread`` changed against ``snapshot`` and validate the changed parts.
 
     The caller's objects are not modified: messages that need a sequence, or whose datetimes
-    need normalising, are handed on as validated copies.
+    need normalising, are handed on as validated copies (listed in ``copies``).
 
     Raises:
         pydantic.ValidationError: a changed part breaks a model limit.
         ValueError: two messages share an id or a sequence.
     """
-    stored = [m for m in thread.messages if m.role != "system"]
-    if any(m.sequence is None for m in stored):
-        copies = [m.model_copy() if m.sequence is None else m for m in stored]
-        assign_sequences(copies)
-        stored = copies
-    check_unique(stored)
-
     # The thread's own fields, checked and normalised (in-place edits of attributes included).
     header = Thread.model_validate(
         {name: getattr(thread, name) for name in ("id", *_THREAD_FIELDS)}
     )
-
+    fields = _thread_fields(header)
     usable = (
         snapshot is not None
         and expected_version is not None
         and snapshot.thread_id == thread.id
         and snapshot.version == expected_version
     )
-    old = snapshot.messages if usable and snapshot is not None else {}
-    thread_fingerprint = _thread_fingerprint(header)
-
-    messages: list[Message] = []
-    added: list[Message] = []
-    changed: list[Message] = []
-    fingerprints: dict[str, bytes] = {}
-    for message in stored:
-        fingerprint = _message_fingerprint(message)
-        previous = old.get(message.id)
-        if previous is not None and previous == fingerprint:
-            messages.append(message)
-            fingerprints[message.id] = fingerprint
-            continue
-        copy = _validated(message)
-        fingerprint = _message_fingerprint(copy)
-        messages.append(copy)
-        fingerprints[message.id] = fingerprint
-        if previous is None:
-            added.append(copy)
-        elif previous != fingerprint:
-            changed.append(copy)
-    messages.sort(key=lambda m: m.sequence or 0)
-
-    if not usable:
-        return ThreadChanges(
-            thread=header,
-            version=version,
-            updated_at=updated_at,
-            expected_version=expected_version,
-            full=True,
-            incarnation=new_incarnation(),
-            expected_incarnation=thread.incarnation if expected_version else None,
-            messages=messages,
-            added=messages,
-            ttl=ttl,
-            fingerprints=fingerprints,
-            thread_fingerprint=thread_fingerprint,
-        )
-    assert snapshot is not None
-    current = {m.id for m in stored}
+    if not usable or snapshot is None:
+        found = _compared(thread, None)
+        thread_changed = True
+        thread_clone = _clone_fields(fields)
+    else:
+        found = _appended(thread, snapshot) or _compared(thread, snapshot)
+        thread_changed = snapshot.thread != fields  # the clone on the left
+        thread_clone = _clone_fields(fields) if thread_changed else snapshot.thread
     return ThreadChanges(
         thread=header,
         version=version,
         updated_at=updated_at,
         expected_version=expected_version,
-        full=False,
+        full=not usable,
         incarnation=new_incarnation(),
         expected_incarnation=thread.incarnation if expected_version else None,
-        messages=messages,
-        added=added,
-        changed=changed,
-        removed=[mid for mid in snapshot.messages if mid not in current],
-        thread_changed=thread_fingerprint != snapshot.thread,
+        messages=found.messages,
+        added=found.messages if not usable else found.added,
+        changed=found.changed,
+        removed=found.removed,
+        thread_changed=thread_changed,
         ttl=ttl,
-        fingerprints=fingerprints,
-        thread_fingerprint=thread_fingerprint,
+        snapshot=Snapshot(thread.id, version, thread_clone, found.entries, found.layout),
+        copies=found.copies,
     )

@@ -10,24 +10,28 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Self
+from operator import attrgetter
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-import pydantic_core
+from pydantic import BaseModel
 from typing_extensions import override
 
 from tyler_core.backend import Capabilities, StorageBackend
 from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.jsonvalues import json_equal
-from tyler_core.models import TRUSTED, Message, Thread, set_incarnation
+from tyler_core.models import Message, Thread, set_incarnation
 from tyler_core.settings import StoreOptions
 
 __all__ = ["MemoryBackend"]
 
 _WORD = re.compile(r"\w+")
+_set = object.__setattr__
+_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -48,9 +52,43 @@ class _Space:
 _SHARED: dict[str, dict[str, _Space]] = {}
 
 
-def _copy(message: Message) -> Message:
-    # A JSON round trip is a deep copy, and several times faster than model_copy(deep=True).
-    return Message.model_validate_json(pydantic_core.to_json(message), context=TRUSTED)
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), datetime})
+_SEQUENCE = attrgetter("sequence")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _copy_value(value: Any) -> Any:
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return _copy_dict(value) if value else {}
+    if kind is list:
+        return [_copy_value(item) for item in value] if value else []
+    if isinstance(value, BaseModel):
+        return _copy(value)
+    return deepcopy(value)
+
+
+def _copy_dict(original: dict[str, Any]) -> dict[str, Any]:
+    duplicate = original.copy()
+    for key, value in original.items():
+        if type(value) not in _IMMUTABLE:
+            duplicate[key] = _copy_value(value)
+    return duplicate
+
+
+def _copy(model: _M) -> _M:
+    """A deep copy of a model that shares its immutable leaves (strings, numbers, datetimes):
+    several times faster than a JSON round trip, let alone ``model_copy(deep=True)``."""
+    duplicate = _new(type(model))
+    # What pydantic's own __copy__ sets, with the containers copied.
+    _set(duplicate, "__dict__", _copy_dict(model.__dict__))
+    _set(duplicate, "__pydantic_fields_set__", set(model.__pydantic_fields_set__))
+    _set(duplicate, "__pydantic_extra__", _copy_value(model.__pydantic_extra__))
+    private = model.__pydantic_private__
+    _set(duplicate, "__pydantic_private__", None if private is None else dict(private))
+    return duplicate
 
 
 def _words(message: Message) -> set[str]:
@@ -112,10 +150,8 @@ class MemoryBackend(StorageBackend):
 
     @staticmethod
     def _materialise(stored: _Stored) -> Thread:
-        thread = stored.thread.model_copy(deep=True)
-        thread.messages = [
-            _copy(m) for m in sorted(stored.messages.values(), key=lambda m: m.sequence or 0)
-        ]
+        thread = _copy(stored.thread)
+        thread.messages = [_copy(m) for m in sorted(stored.messages.values(), key=_SEQUENCE)]
         return thread
 
     @override
@@ -138,7 +174,7 @@ class MemoryBackend(StorageBackend):
                 raise ConcurrencyError(
                     f"thread {changes.thread.id!r} was deleted and stored again since it was loaded"
                 )
-            header = changes.thread.model_copy(deep=True)
+            header = _copy(changes.thread)
             header.messages = []
             header.version = changes.version
             header.updated_at = changes.updated_at

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
@@ -87,6 +88,7 @@ Id = Annotated[str, AfterValidator(_check_id)]
 JSONObject = Annotated[dict[str, Any], AfterValidator(_check_json)]
 Text = Annotated[str | None, AfterValidator(_check_optional_text)]
 Sequence = Annotated[int, Field(ge=0, le=INT64_MAX)]
+_SEQUENCE = attrgetter("sequence")
 
 
 def _new_id() -> str:
@@ -282,6 +284,20 @@ def set_incarnation(thread: Thread, token: str | None) -> Thread:
 
 
 def _highest_sequence(messages: list[Message]) -> int:
+    # add_message runs on every append, to threads of any length, so this is C-level where it
+    # can be: the highest sequence of all messages is the answer when a non-system message
+    # holds it (the last one, usually).
+    try:
+        highest = max(filter(None, map(_SEQUENCE, messages)), default=0)
+        found = highest > 0
+    except TypeError:  # a sequence that is no number: the exact form below decides
+        found = False
+    if found:
+        if messages[-1].sequence == highest and messages[-1].role != "system":
+            return highest
+        holder = messages[list(map(_SEQUENCE, messages)).index(highest)]
+        if holder.role != "system":
+            return highest
     return max((m.sequence or 0 for m in messages if m.role != "system"), default=0)
 
 

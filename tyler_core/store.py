@@ -341,17 +341,13 @@ class ThreadStore:
         if not expected:  # created (0) or replaced without a check (None): a new incarnation
             set_incarnation(thread, changes.incarnation)
         thread.created_at = changes.thread.created_at
-        by_id = {m.id: m for m in thread.messages}
-        for stored in changes.messages:
-            mine = by_id[stored.id]
-            if mine is not stored:
-                mine.sequence = stored.sequence
-                mine.timestamp = stored.timestamp
-                mine.attachments = stored.attachments
-        self._snapshots.put(
-            thread,
-            Snapshot(thread.id, version, changes.thread_fingerprint, changes.fingerprints),
-        )
+        # Sequences assigned and datetimes normalised. Nothing else is replaced: the caller may
+        # hold references into the message (an attachment, say) and keep editing through them.
+        for mine, stored in changes.copies:
+            mine.sequence = stored.sequence
+            mine.timestamp = stored.timestamp
+        if changes.snapshot is not None:
+            self._snapshots.put(thread, changes.snapshot)
         return thread
 
     async def append(self, thread_id: str, *messages: Message) -> list[Message]:
@@ -408,7 +404,7 @@ class ThreadStore:
 
     def _remember(self, threads: builtins.list[Thread]) -> builtins.list[Thread]:
         for thread in threads:
-            self._snapshots.put(thread, snapshot_of(thread, thread.messages))
+            self._snapshots.put(thread, snapshot_of(thread))
         return threads
 
     async def get(self, thread_id: str) -> Thread | None:

@@ -303,6 +303,44 @@ class VersionTests(ConformanceBase):
         assert len(got.messages) == 201
         assert exact(got) == stored_form(thread)
 
+    @pytest.mark.asyncio(loop_scope="function")
+    async def test_type_only_edits_and_deleted_keys_persist(self, store: ThreadStore) -> None:
+        # Python says 1 == 1.0 == True; JSON does not, and neither may the change set.
+        thread = plain_thread(attributes={"n": 1, "gone": None}, messages=2)
+        thread.messages[0].attributes = {"deep": {"list": [1, True, "1", 2.5]}, "gone": 0}
+        await store.save(thread)
+        loaded = await self.must_get(store, thread.id)
+        loaded.attributes["n"] = 1.0
+        del loaded.attributes["gone"]
+        values = loaded.messages[0].attributes["deep"]["list"]
+        values[:] = [True, 1, 1, 2.5]
+        del loaded.messages[0].attributes["gone"]
+        await store.save(loaded)
+        got = await self.must_get(store, thread.id)
+        assert exact(got) == stored_form(loaded)
+        assert exact(got.messages[0].attributes) == exact({"deep": {"list": [True, 1, 1, 2.5]}})
+
+    @pytest.mark.asyncio(loop_scope="function")
+    async def test_in_place_edits_of_reactions_and_attachments_persist(
+        self, store: ThreadStore
+    ) -> None:
+        thread = plain_thread(messages=2)
+        first, second = thread.messages
+        second.attachments.append(Attachment(filename="a.txt", attributes={"pages": 1}))
+        thread.add_reaction(first.id, "👍", "amy")
+        await store.save(thread)
+        first.reactions["👍"].insert(0, "bob")  # in place, not through add_reaction
+        second.attachments[0].attributes["pages"] = 2
+        second.attachments[0].status = "stored"
+        await store.save(thread)
+        got = await self.must_get(store, thread.id)
+        assert exact(got) == stored_form(thread)
+        assert got.get_reactions(first.id) == {"👍": ["bob", "amy"]}
+        got.messages[1].attachments[0].attributes["pages"] = 3  # after a read, too
+        await store.save(got)
+        again = await self.must_get(store, thread.id)
+        assert again.messages[1].attachments[0].attributes == {"pages": 3}
+
 
 def rich_thread_with_version(version: int) -> Thread:
     """A rich thread as an import would bring it: a version and an old ``updated_at``."""
