@@ -15,6 +15,7 @@ from redis.asyncio import Connection, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from tests.services import service_url
 from tyler_core.errors import BackendError, ConcurrencyError
@@ -79,6 +80,18 @@ async def _kill_clients(admins: list[Redis], name: str) -> int:
                 await admin.client_kill_filter(_id=client["id"])
                 killed += 1
     return killed
+
+
+async def _spend_killed_idle_connections(store: ThreadStore) -> None:
+    """Without retries, a connection killed while idle in the pool fails the one command that
+    uses it next (redis-py then reconnects): spend those failures on every node, here."""
+    client = _backend(store).client
+    for _ in range(3):
+        with contextlib.suppress(RedisError):
+            if isinstance(client, RedisCluster):
+                await client.ping(target_nodes=RedisCluster.ALL_NODES)
+            else:
+                await client.ping()
 
 
 def _admins(store: ThreadStore, url: str) -> list[Redis]:
@@ -168,8 +181,7 @@ async def test_killed_connection_leaves_the_old_or_the_new_thread(
     assert kills > 0
     assert outcomes["saved"] > 0
     if retries == "none":
-        with contextlib.suppress(BackendError):
-            await store.count()  # the one command that may meet a connection killed while idle
+        await _spend_killed_idle_connections(store)
     thread.title = "round 99"
     thread.attributes["round"] = 99
     for number, message in enumerate(thread.messages):
@@ -331,17 +343,13 @@ async def test_entries_of_a_save_that_crashed_never_give_a_wrong_answer(
     # The crashed save would have moved "real" to the top of the list, with other values.
     future = real.updated_at.replace(year=real.updated_at.year + 1)
     crashed = keys.lookup_suffixes({"round": 7}, {"name": "slack", "channel": "C2"})
-    await backend._add_entries(
-        layout.list_prefix("real", future),
-        layout.lookup_prefix("real"),
-        [keys.key_of(s) for s in crashed],
+    await backend._begin(
+        "real", layout.list_prefix("real", future), [keys.key_of(s) for s in crashed]
     )
     # And a thread that was never written at all.
     ghost = keys.lookup_suffixes({"round": 0}, {"name": "slack", "channel": "C1"})
-    await backend._add_entries(
-        layout.list_prefix("ghost", future),
-        layout.lookup_prefix("ghost"),
-        [keys.key_of(s) for s in ghost],
+    await backend._begin(
+        "ghost", layout.list_prefix("ghost", future), [keys.key_of(s) for s in ghost]
     )
 
     async def answers() -> None:
@@ -377,6 +385,7 @@ async def test_a_stale_save_removes_its_own_entries(stores: list[ThreadStore]) -
     copy.attributes["round"] = 2
     with pytest.raises(ConcurrencyError):
         await store.save(copy)
+    await store.count()  # an index command: the failed save's step 3 goes with it
     assert await backend.client.zcard(backend._layout.list_key) == 1
     assert await backend.client.scard(backend._layout.attribute_key("round", 2)) == 0
     assert await backend.client.scard(backend._layout.attribute_key("round", 0)) == 0
@@ -436,8 +445,9 @@ async def test_saving_one_more_message_sends_as_many_commands_for_10_and_1000_me
 
     save_10, read_10 = await _one_more_message(store, 10, measure)
     save_1000, read_1000 = await _one_more_message(store, 1000, measure)
-    # Index entries in, the thread script, stale entries out: three commands, whatever the size.
-    assert save_10 == save_1000 == ["EVALSHA", "EVALSHA", "EVALSHA"]
+    # This save's index entries in one script with the previous save's step 3, then the thread
+    # script: two commands, whatever the size.
+    assert save_10 == save_1000 == ["EVALSHA", "EVALSHA"]
     # A whole thread, messages included, in one round trip.
     assert read_10 == read_1000 == ["EVALSHA"]
 
@@ -473,6 +483,6 @@ async def test_saving_one_more_message_costs_the_cluster_as_much_for_10_and_1000
         for admin in admins:
             await admin.aclose()
     assert save_10 == save_1000
-    assert save_10["cmdstat_evalsha"] == 3
+    assert save_10["cmdstat_evalsha"] == 2
     assert read_10 == read_1000
     assert read_10["cmdstat_evalsha"] == 1

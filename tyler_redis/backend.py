@@ -1,20 +1,25 @@
 """RedisBackend: threads in Redis OSS / Valkey, standalone or cluster, plain commands only.
 
-``redis://``, ``rediss://`` (TLS), ``redis+cluster://`` and ``rediss+cluster://``. Everything
+``redis://``, ``rediss://``, ``redis+cluster://`` and ``rediss+cluster://``. Everything
 about one thread lives in keys that share a hash tag, and ``write``/``append``/``delete`` are one
 Lua script each on that slot (see :mod:`tyler_redis.scripts`), so a thread is always stored whole
-in one version. Listing and lookups use index keys in the namespace's own slot; an index entry is
-only a hint:
+in one version. Listing and lookups use index keys in the namespace's own slot; an operation
+keeps them in step in three scripts:
 
-1. a save first adds the entries of its new state (stamped with a fresh token),
-2. then runs the thread script, which records that token in the thread's header,
-3. then removes the entries of the state it replaced.
+1. it records a pending token for the thread and adds the entries of its new state,
+2. it runs the thread script, which records that token's entries in the thread's header,
+3. it removes the entries of the state it replaced, and its pending token. This step runs
+   inside the backend's next index script (the next operation's step 1, or just before a
+   listing or ``close``), so an operation costs two round trips.
 
-Readers keep a hit only if the thread's header names that very entry (and, for lookups, if the
-thread's values really match), so a crash between the steps leaves harmless extra entries, never
-a wrong answer. Readers remove entries they find invalid once they are older than
-:attr:`RedisBackend.stale_entry_grace` seconds (younger ones may belong to a save in flight):
-that is also how entries of expired threads go.
+A thread with no pending token therefore has exactly one list entry, the one its header names,
+and a page of the list is read by rank: readers check against the headers only the threads that
+have pending tokens or may expire (:mod:`tyler_redis.listing`). Lookups check every hit (a hit
+counts only if the thread's header names it and the thread's values really match). So a crash
+between the steps leaves a pending token and harmless extra entries, never a wrong answer;
+readers clear them once they are older than :attr:`RedisBackend.stale_entry_grace` seconds
+(younger ones may belong to an operation in flight): that is also how entries of expired
+threads go.
 
 Every script can run twice without harm (a write whose reply was lost finds its own token in the
 header and reports success), so the client retries a command whose connection dropped. Keyword
@@ -23,7 +28,7 @@ and the URL's own query parameters go to redis-py. With ``pool_size`` the standa
 uses a blocking pool of ``pool_size + max_overflow`` connections that waits ``pool_timeout``.
 Every key starts with ``<namespace>:``, so an ACL user needs the key pattern ``~<namespace>:*``
 and the commands of the scripts (``EVALSHA``, ``EVAL``, ``SCRIPT LOAD``, ``SCAN``, ``UNLINK``,
-hashes, sets and sorted sets).
+``TIME``, ``PTTL``, ``SET``, hashes, sets and sorted sets).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from datetime import datetime
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
+from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -49,7 +55,7 @@ from tyler_core.jsonvalues import json_equal
 from tyler_core.models import Message, Thread
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
-from tyler_redis import layout, scripts
+from tyler_redis import layout, listing, scripts
 from tyler_redis.layout import Layout
 
 __all__ = ["RedisBackend"]
@@ -58,6 +64,10 @@ logger = logging.getLogger("tyler_redis")
 
 _SCHEMES = {"redis": False, "rediss": False, "redis+cluster": True, "rediss+cluster": True}
 _BATCH = 256
+#: Errors after which a script may or may not have run.
+_LOST = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+#: Errors of a pipelined script after which it is run again alone.
+_RUN_AGAIN = (NoScriptError, *_LOST)
 
 
 def _contains(document: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
@@ -76,8 +86,12 @@ class RedisBackend(StorageBackend):
 
     capabilities = Capabilities(search=False, ttl=True, shared_across_instances=True)
 
-    #: Seconds after which readers remove an index entry that no thread names.
+    #: Seconds after which readers remove an index entry that no thread names, and the pending
+    #: token of an operation that never finished.
     stale_entry_grace: float = 60.0
+    #: Seconds before its expiry from which a listing checks a thread with a ttl (room for the
+    #: difference between the clocks of cluster nodes).
+    expiry_margin: float = 5.0
 
     def __init__(self, url: str, *, cluster: bool, options: StoreOptions) -> None:
         self._url = url
@@ -85,6 +99,9 @@ class RedisBackend(StorageBackend):
         self._options = options
         self._layout = Layout(options.namespace)
         self._client: Any = None
+        # Step 3 of finished operations, sent with this backend's next index command.
+        self._unsettled: list[tuple[list[str], list[Any]]] = []
+        self._list = listing.ListIndex(self._layout, self._run_index, self._pipelined)
 
     @classmethod
     @override
@@ -146,6 +163,12 @@ class RedisBackend(StorageBackend):
 
     @override
     async def close(self) -> None:
+        if self._client is not None and self._unsettled:
+            waiting, self._unsettled = self._unsettled, []
+            try:
+                await self._run(scripts.INDEX_SETTLE, *self._settle_call(waiting))
+            except RedisError as exc:
+                logger.warning("index entries left for readers to clear: %s", type(exc).__name__)
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -160,6 +183,7 @@ class RedisBackend(StorageBackend):
     @override
     async def purge(self) -> None:
         client = self.client
+        self._unsettled.clear()  # they would write into the namespace again
         scan: dict[str, Any] = {"count": 1000}
         if self._cluster:
             scan["target_nodes"] = RedisCluster.PRIMARIES
@@ -201,40 +225,98 @@ class RedisBackend(StorageBackend):
                     await self.client.script_load(script.source)
         raise AssertionError("unreachable")
 
-    async def _add_entries(self, list_prefix: bytes, lookup_prefix: bytes, keys: list[str]) -> str:
-        token = await self._run(
-            scripts.INDEX_ADD,
-            [self._layout.list_key, *keys],
-            [list_prefix, lookup_prefix, secrets.token_hex(6)],
-        )
-        return bytes(token).decode()
+    def _settle_call(
+        self, waiting: list[tuple[list[str], list[Any]]]
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of :data:`~tyler_redis.scripts.INDEX_SETTLE` for records."""
+        index = self._layout
+        keys = [index.list_key, index.members_key, index.pending_key, index.expiry_key]
+        args: list[Any] = [len(waiting)]
+        for record_keys, record in waiting:
+            keys += record_keys
+            args += record
+        return keys, args
 
-    async def _remove_entries(
-        self, list_member: bytes, lookup_member: bytes, keys: list[str]
-    ) -> None:
-        await self._run(
-            scripts.INDEX_REMOVE, [self._layout.list_key, *keys], [list_member, lookup_member]
-        )
-
-    async def _discard_entries(
-        self, list_member: bytes, lookup_member: bytes, keys: list[str]
-    ) -> None:
-        """Remove entries nothing needs any more, best effort: the caller's operation already
-        has its outcome, and entries left behind are only swept later."""
+    async def _begin(self, thread_id: str, list_prefix: bytes, lookup_keys: list[str]) -> bytes:
+        """Step 1 of an operation: its pending token, and its list member (unless
+        ``list_prefix`` is empty: a delete) and lookup members, in one script with step 3 of
+        the operations that finished before. Returns the token."""
+        waiting, self._unsettled = self._unsettled, []
+        settle_keys, settle_args = self._settle_call(waiting)
+        # The same four index keys first, then the format mark, then the lookup sets.
+        keys = [*settle_keys[:4], self._layout.format_key, *lookup_keys, *settle_keys[4:]]
+        args: list[Any] = [thread_id, list_prefix[:20], layout.lookup_prefix(thread_id)]
+        args += [secrets.token_hex(6), len(lookup_keys), *settle_args]
         try:
-            await self._remove_entries(list_member, lookup_member, keys)
-        except RedisError as exc:
-            # The thread itself is fine; readers skip and later sweep what is left behind.
-            logger.warning("index entries left for a later sweep: %s", type(exc).__name__)
+            token = await self._run(scripts.INDEX_ADD, keys, args)
+        except _LOST:
+            self._unsettled[:0] = waiting  # they may not have run; they can run twice
+            raise
+        return bytes(token)
 
-    async def _sweep(self, keys: list[str], kind: str, members: Iterable[bytes]) -> None:
-        """Remove members a reader found invalid once they are old (best effort: a read
-        never fails for its cleanup)."""
+    def _settle(
+        self,
+        thread_id: str,
+        token: bytes,
+        list_member: bytes,
+        lookup_member: bytes,
+        lookup_keys: list[str],
+        *,
+        ttl_ms: bytes | str = b"",
+        unsure: bool = False,
+    ) -> None:
+        """Step 3: remove the entries of the state that is no longer stored, and the pending
+        token (kept while the thread has entries if the outcome is ``unsure``: a script that
+        failed may have been applied by an earlier attempt whose reply was lost).
+
+        It runs inside this backend's next index script (the next operation's step 1), or just
+        before it (a listing, ``close``), so an operation costs two round trips and two
+        commands. Until then, or if it never runs (best effort: a process that dies), the
+        pending token only makes readers check the thread against its header, and they clear
+        it themselves."""
+        record = [thread_id, token, list_member, lookup_member, ttl_ms, "1" if unsure else "0"]
+        self._unsettled.append((lookup_keys, [*record, len(lookup_keys)]))
+
+    async def _run_index(
+        self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """Run an index script after the waiting step-3 records, in one round trip (they all
+        touch the namespace's slot)."""
+        waiting, self._unsettled = self._unsettled, []
+        if not waiting:
+            return await self._run(script, keys, args)
+        settle_keys, settle_args = self._settle_call(waiting)
+        settle = scripts.INDEX_SETTLE
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(
+                "EVALSHA", settle.sha, len(settle_keys), *settle_keys, *settle_args
+            )
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            settled, reply = await pipe.execute(raise_on_error=False)
+        # A pipeline hands back the errors of its commands instead of retrying them (the cluster
+        # client's does so for dropped connections too): run such a script again alone, which
+        # retries and loads a script the server had forgotten. Every index script can run twice.
+        try:
+            if isinstance(settled, _RUN_AGAIN):
+                await self._run(settle, settle_keys, settle_args)
+            elif isinstance(settled, Exception):
+                raise settled
+        except RedisError as exc:
+            logger.warning("index entries left for readers to clear: %s", type(exc).__name__)
+        if isinstance(reply, _RUN_AGAIN):
+            return await self._run(script, keys, args)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _sweep(self, keys: list[str], members: Iterable[bytes]) -> None:
+        """Remove lookup-set members a reader found invalid once they are old (best effort: a
+        read never fails for its cleanup)."""
         members = list(members)
         if not members:
             return
         try:
-            await self._run(scripts.INDEX_SWEEP, keys, [self.stale_entry_grace, kind, *members])
+            await self._run(scripts.INDEX_SWEEP, keys, [self.stale_entry_grace, *members])
         except RedisError as exc:
             logger.warning("index sweep skipped: %s", type(exc).__name__)
         else:
@@ -248,22 +330,26 @@ class RedisBackend(StorageBackend):
         suffixes = self._layout.lookup_suffixes(thread.attributes, thread.source)
         lookup_keys = [self._layout.key_of(s) for s in suffixes]
         list_prefix = layout.list_prefix(thread.id, changes.updated_at)
-        lookup_prefix = layout.lookup_prefix(thread.id)
-        token = await self._add_entries(list_prefix, lookup_prefix, lookup_keys)
-        list_member = list_prefix + token.encode()
-        lookup_member = lookup_prefix + token.encode()
+        token = await self._begin(thread.id, list_prefix, lookup_keys)
+        list_member = list_prefix + token
+        lookup_member = layout.lookup_prefix(thread.id) + token
+        ttl_ms = "" if changes.ttl is None else str(max(1, round(changes.ttl * 1000)))
 
         upserts = changes.messages if changes.full else (*changes.added, *changes.changed)
         removed = () if changes.full else changes.removed
+        expected = changes.expected_version
+        expected_token = changes.expected_incarnation
         args: list[Any] = [
-            "" if changes.expected_version is None else str(changes.expected_version),
+            "" if expected is None else str(expected),
+            "" if not expected or expected_token is None else "=" + expected_token,
+            changes.incarnation,
             list_member,
             lookup_member,
             layout.encode_suffixes(suffixes),
             str(changes.version),
             changes.updated_at.isoformat(),
             layout.encode_header(thread),
-            "" if changes.ttl is None else str(max(1, round(changes.ttl * 1000))),
+            ttl_ms,
             "1" if changes.full else "0",
             len(removed),
             len(upserts),
@@ -272,20 +358,25 @@ class RedisBackend(StorageBackend):
         for message in upserts:
             args += [message.id, layout.encode_sequence(message.sequence)]
             args.append(layout.encode_message(message))
-        # If this fails, the write may or may not have happened: the new entries stay (readers
-        # check them against the thread, and sweep them once they are old).
+        # If this fails, the write may or may not have happened: the pending token stays, so
+        # readers check the thread against its header until they clear it.
         reply = await self._run(scripts.WRITE, self._layout.thread_keys(thread.id), args)
-        if reply[0] == b"stale":
-            # Never committed: this token is ours alone, so its entries can go now.
-            await self._discard_entries(list_member, lookup_member, lookup_keys)
+        if reply[0] != b"ok":
+            # Not committed now, so our entries can go; but an earlier attempt whose reply was
+            # lost may have been, and replaced entries nobody removed: unsure.
+            self._settle(thread.id, token, list_member, lookup_member, lookup_keys, unsure=True)
+            if reply[0] == b"other":
+                raise ConcurrencyError(
+                    f"thread {thread.id!r} was deleted and stored again since it was loaded: "
+                    "reload it and save again"
+                )
             raise ConcurrencyError(
                 f"thread {thread.id!r} is at version {reply[1].decode()}, "
-                f"not {changes.expected_version}: reload it and save again"
+                f"not {expected}: reload it and save again"
             )
         old_list, old_lookup, old_suffixes = reply[1], reply[2], reply[3]
-        if old_list or old_lookup:
-            old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
-            await self._discard_entries(old_list, old_lookup, old_keys)
+        old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
+        self._settle(thread.id, token, old_list, old_lookup, old_keys, ttl_ms=ttl_ms)
 
     @override
     async def append(
@@ -296,20 +387,19 @@ class RedisBackend(StorageBackend):
         updated_at: datetime,
     ) -> list[Message]:
         list_prefix = layout.list_prefix(thread_id, updated_at)
-        token = await self._add_entries(list_prefix, b"", [])
-        list_member = list_prefix + token.encode()
+        token = await self._begin(thread_id, list_prefix, [])
+        list_member = list_prefix + token
         args: list[Any] = [list_member, updated_at.isoformat(), len(messages)]
         args += [m.id for m in messages]
         args += [layout.encode_message(m) for m in messages]
         reply = await self._run(scripts.APPEND, self._layout.thread_keys(thread_id), args)
         status = reply[0]
         if status != b"ok":
-            await self._discard_entries(list_member, b"", [])
+            self._settle(thread_id, token, list_member, b"", [], unsure=True)
             if status == b"missing":
                 raise ThreadNotFoundError(f"no thread {thread_id!r}")
             raise ValueError(f"thread {thread_id!r} already has a message {reply[1].decode()!r}")
-        if reply[2]:
-            await self._discard_entries(reply[2], b"", [])
+        self._settle(thread_id, token, reply[2], b"", [], ttl_ms=reply[3])
         first = int(reply[1])
         added = []
         for offset, message in enumerate(messages):
@@ -320,12 +410,16 @@ class RedisBackend(StorageBackend):
 
     @override
     async def delete(self, thread_id: str) -> bool:
+        # Pending first: between the delete and the removal of its entries, readers check it.
+        token = await self._begin(thread_id, b"", [])
         reply = await self._run(scripts.DELETE, self._layout.thread_keys(thread_id), [])
         if reply is None:
+            # Nothing to delete now; an earlier attempt whose reply was lost may have deleted it.
+            self._settle(thread_id, token, b"", b"", [], unsure=True)
             return False
         old_list, old_lookup, old_suffixes = reply
         old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
-        await self._discard_entries(old_list, old_lookup, old_keys)
+        self._settle(thread_id, token, old_list, old_lookup, old_keys)
         return True
 
     # -- reads ---------------------------------------------------------------------------------
@@ -334,12 +428,16 @@ class RedisBackend(StorageBackend):
     def _decode_read(reply: Any) -> Thread | None:
         if reply is None:
             return None
-        header, messages, sequences = (layout.pairs(part) for part in reply)
-        return layout.decode_thread(header, messages, sequences)
+        header, messages, order = reply
+        return layout.decode_thread(header, layout.pairs(messages), order)
+
+    def _read_keys(self, thread_id: str) -> list[str]:
+        header, messages, _, order = self._layout.thread_keys(thread_id)
+        return [header, messages, order]
 
     @override
     async def get(self, thread_id: str) -> Thread | None:
-        reply = await self._run(scripts.READ, self._layout.thread_keys(thread_id)[:3], [])
+        reply = await self._run(scripts.READ, self._read_keys(thread_id), [])
         return self._decode_read(reply)
 
     async def _load(self, thread_ids: Sequence[str]) -> list[Thread]:
@@ -350,7 +448,7 @@ class RedisBackend(StorageBackend):
 
             def build(pipe: Any, batch: Sequence[str] = batch) -> None:
                 for thread_id in batch:
-                    keys = self._layout.thread_keys(thread_id)[:3]
+                    keys = self._read_keys(thread_id)
                     pipe.execute_command("EVALSHA", scripts.READ.sha, 3, *keys)
 
             for reply in await self._pipelined(build):
@@ -373,49 +471,19 @@ class RedisBackend(StorageBackend):
             headers += [dict(h) for h in await self._pipelined(build)]
         return headers
 
-    async def _list_members(self, thread_ids: Sequence[str]) -> list[bytes | None]:
-        """The current list member of each thread (``None`` for threads that do not exist)."""
-
-        def build(pipe: Any) -> None:
-            for thread_id in thread_ids:
-                pipe.hget(self._layout.thread_keys(thread_id)[0], "lm")
-
-        return await self._pipelined(build) if thread_ids else []
-
-    async def _live_ids(self, wanted: int | None) -> list[str]:
-        """Ids of live threads in list order: the first ``wanted`` (all when ``None``)."""
-        valid: list[str] = []
-        seen: set[str] = set()
-        cursor = b"+"
-        chunk = _BATCH if wanted is None else min(max(wanted, 16), _BATCH)
-        while wanted is None or len(valid) < wanted:
-            # A lexical cursor, not ranks: entries added meanwhile do not shift the walk.
-            members = await self.client.zrevrangebylex(
-                self._layout.list_key, cursor, b"-", start=0, num=chunk
-            )
-            if not members:
-                break
-            cursor = b"(" + members[-1]
-            ids = [layout.id_of_list_member(m) for m in members]
-            current = await self._list_members(ids)
-            stale = []
-            for member, thread_id, named in zip(members, ids, current, strict=True):
-                if named != member:
-                    stale.append(member)
-                elif thread_id not in seen:
-                    seen.add(thread_id)
-                    valid.append(thread_id)
-            await self._sweep([self._layout.list_key], "z", stale)
-            if len(members) < chunk:
-                break
-        return valid if wanted is None else valid[:wanted]
+    async def _read_list(
+        self, offset: int, limit: int | None
+    ) -> tuple[listing.View, dict[str, listing.Check]]:
+        return await self._list.read(
+            offset, limit, grace=self.stale_entry_grace, margin=self.expiry_margin
+        )
 
     @override
     async def list_page(self, *, limit: int | None, offset: int) -> list[Thread]:
         if limit == 0:
             return []
-        ids = await self._live_ids(None if limit is None else offset + limit)
-        return await self._load(ids[offset:])
+        view, checks = await self._read_list(offset, limit)
+        return await self._load(listing.page_ids(view, checks, offset, limit))
 
     async def _lookup(
         self, keys: list[str], matches: Callable[[Thread], bool], limit: int | None, offset: int
@@ -435,7 +503,7 @@ class RedisBackend(StorageBackend):
             thread = layout.decode_header(header)
             if matches(thread):
                 found[thread_id] = thread
-        await self._sweep(keys, "s", stale)
+        await self._sweep(keys, stale)
         ordered = sorted(found.values(), key=lambda t: (t.updated_at, t.id), reverse=True)
         end = None if limit is None else offset + limit
         # Loaded again whole: keep only threads that still match.
@@ -471,4 +539,5 @@ class RedisBackend(StorageBackend):
 
     @override
     async def count(self) -> int:
-        return len(await self._live_ids(None))
+        view, checks = await self._read_list(0, 0)
+        return listing.live_count(view, checks)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tyler_core.jsonvalues import canonical_json
-from tyler_core.models import TRUSTED, Message, Thread
+from tyler_core.models import TRUSTED, Message, Thread, set_incarnation
 
 __all__ = ["Layout", "decode_header", "decode_thread", "encode_message", "list_prefix"]
 
@@ -44,6 +44,12 @@ class Layout:
         self.namespace = namespace
         self.index = f"{namespace}:{{{namespace}}}"
         self.list_key = f"{self.index}:l"
+        #: Thread id -> its list members; thread id -> its pending tokens; expiry bounds; and
+        #: the mark of an index in this format (see :mod:`tyler_redis.scripts`).
+        self.members_key = f"{self.index}:i"
+        self.pending_key = f"{self.index}:p"
+        self.expiry_key = f"{self.index}:e"
+        self.format_key = f"{self.index}:v"
         #: The SCAN pattern that covers every key of the namespace (for purge).
         self.pattern = f"{namespace}:*"
 
@@ -135,21 +141,21 @@ def decode_header(fields: Mapping[bytes, bytes]) -> Thread:
     thread = Thread.model_validate_json(fields[b"d"], context=TRUSTED)
     thread.version = int(fields[b"v"])
     thread.updated_at = datetime.fromisoformat(fields[b"u"].decode())
-    return thread
+    token = fields.get(b"n")  # absent on threads stored before tokens existed
+    return set_incarnation(thread, None if token is None else token.decode())
 
 
 def decode_thread(
-    header: Mapping[bytes, bytes],
-    messages: Mapping[bytes, bytes],
-    sequences: Mapping[bytes, bytes],
+    header: Sequence[bytes | None], messages: Mapping[bytes, bytes], order: Sequence[bytes]
 ) -> Thread:
-    """A whole thread from its header, messages and sequences, messages in sequence order."""
-    thread = decode_header(header)
+    """A whole thread from its header fields ``v``, ``u``, ``d``, ``n``, its messages and the
+    members of its sequence order (``<20-digit sequence><message id>``, in order)."""
+    names = (b"v", b"u", b"d", b"n")
+    thread = decode_header({k: v for k, v in zip(names, header, strict=True) if v is not None})
     loaded = []
-    for message_id, body in messages.items():
-        message = Message.model_validate_json(body, context=TRUSTED)
-        message.sequence = int(sequences[message_id])
+    for entry in order:
+        message = Message.model_validate_json(messages[entry[20:]], context=TRUSTED)
+        message.sequence = int(entry[:20])
         loaded.append(message)
-    loaded.sort(key=lambda m: m.sequence or 0)
     thread.messages = loaded
     return thread

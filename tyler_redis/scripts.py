@@ -8,18 +8,37 @@ connection. The index scripts touch only the namespace's index keys (which share
 Layout of one thread (``<tag>`` is ``<namespace>:t:{<escaped thread id>}``):
 
 * ``<tag>:h`` hash, the header: ``v`` version, ``u`` updated_at (ISO text), ``d`` the thread's
-  own fields as JSON, ``lm`` its current member of the list index, ``am`` its current member of
-  the lookup sets, ``ix`` the lookup sets it is in (JSON), ``ttl`` milliseconds it was last
-  written with, ``la`` the first sequence of its last append.
+  own fields as JSON, ``n`` its incarnation token (absent on threads stored before tokens
+  existed), ``lm`` its current member of the list index, ``am`` its current member of the
+  lookup sets, ``ix`` the lookup sets it is in (JSON), ``pl``/``pa``/``px`` the same three of
+  the state the last write replaced (so a retried write can still remove them), ``ttl``
+  milliseconds it was last written with, ``la`` the first sequence of its last append.
 * ``<tag>:m`` hash, message id -> message JSON (without its sequence).
 * ``<tag>:q`` hash, message id -> sequence, 20 digits zero-padded.
 * ``<tag>:s`` sorted set (all scores 0, ordered by bytes) of ``<sequence><message id>``: the
   highest sequence without reading the messages, and never a rounding of 64-bit integers
   through Lua's doubles.
 
-An index member ends with a token stamped by the index node's clock (``TIME``): ten digits of
-seconds, six of microseconds, twelve random hex digits. A header names the members of its
-committed state; every other member is either in flight (a save between its steps) or stale.
+The index keys (``<index>`` is ``<namespace>:{<namespace>}``):
+
+* ``<index>:l`` sorted set (scores 0, by bytes) of list members, ``<20 digits of updated_at
+  micros><id>NUL<token>``; read backwards it is the list order.
+* ``<index>:i`` hash, thread id -> the list members it has, each as its 20 digits and its
+  token (48 bytes): every member of one thread without a scan.
+* ``<index>:p`` hash, thread id -> the tokens (28 bytes each) of the saves, appends and
+  deletes of it that have begun and not finished: the only threads whose members a reader
+  must check against the header. A finished operation removes its token; one that crashed
+  leaves it for readers to clear once the thread's members agree with its header again.
+* ``<index>:e`` sorted set, thread id -> a time (ms, this node's clock) at or before which a
+  thread with a ttl expires: threads due within a margin are checked too.
+* ``<index>:v`` string, present once the index keeps ``i``/``p``/``e`` (an index written by an
+  older release is upgraded by the first reader).
+* one set per attribute or source value, of members ``<id>NUL<token>``.
+
+A token is stamped by the index node's clock (``TIME``): ten digits of seconds, six of
+microseconds, twelve random hex digits. A header names the members of its committed state.
+Every thread without a pending token has exactly one list member, the one its header names
+(unless it is due to expire): that is what lets a reader take a page by rank.
 """
 
 from __future__ import annotations
@@ -36,8 +55,11 @@ __all__ = [
     "APPEND",
     "DELETE",
     "INDEX_ADD",
-    "INDEX_REMOVE",
+    "INDEX_LIST",
+    "INDEX_SETTLE",
     "INDEX_SWEEP",
+    "INDEX_TIDY",
+    "INDEX_UPGRADE",
     "READ",
     "SCRIPTS",
     "TOKEN_LENGTH",
@@ -75,29 +97,40 @@ async def run(client: Any, script: Script, keys: Sequence[str], args: Sequence[A
         return await client.eval(script.source, len(keys), *keys, *args)
 
 
-# Write a thread: version check and every change in one step.
-# KEYS: h m q s. ARGV: expected version ('' = no check), lm, am, ix, version, updated_at,
-# header JSON, ttl ms ('' = none), full ('1'/'0'), number of removed ids, number of upserts,
-# then the removed ids, then (id, 20-digit sequence, JSON) per upsert.
+# Write a thread: version and incarnation checks and every change in one step.
+# KEYS: h m q s. ARGV: expected version ('' = no check), expected incarnation ('' = no check,
+# else '=' .. token), incarnation to store if this write creates or replaces the thread, lm,
+# am, ix, version, updated_at, header JSON, ttl ms ('' = none), full ('1'/'0'), number of
+# removed ids, number of upserts, then the removed ids, then (id, 20-digit sequence, JSON) per
+# upsert. Replies {'ok', replaced lm, replaced am, replaced ix}, {'stale', stored version} or
+# {'other'} (the stored thread is another incarnation).
 WRITE = Script(
     "write",
     """
 local h, m, q, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cur = redis.call('HMGET', h, 'v', 'lm', 'am', 'ix')
-if cur[2] and cur[2] == ARGV[2] then
+local cur = redis.call('HMGET', h, 'v', 'lm', 'am', 'ix', 'n', 'pl', 'pa', 'px')
+if cur[2] and cur[2] == ARGV[4] then
   -- A retry of this very write (its reply was lost): it is already applied.
-  return {'ok', '', '', ''}
+  return {'ok', cur[6] or '', cur[7] or '', cur[8] or ''}
 end
 local stored = cur[1] or '0'
 if ARGV[1] ~= '' and stored ~= ARGV[1] then
   return {'stale', stored}
 end
-local removed = tonumber(ARGV[10])
-local upserts = tonumber(ARGV[11])
-if ARGV[9] == '1' then
+-- An update of a stored thread (a positive expected version that matched) keeps its token;
+-- a write that creates the thread or replaces it unchecked stores a new one.
+local update = ARGV[1] ~= '' and ARGV[1] ~= '0'
+-- A thread stored before tokens existed has none: only an object without one (which sends no
+-- expected token) may update it.
+if update and ARGV[2] ~= '' and (not cur[5] or '=' .. cur[5] ~= ARGV[2]) then
+  return {'other'}
+end
+local removed = tonumber(ARGV[12])
+local upserts = tonumber(ARGV[13])
+if ARGV[11] == '1' then
   redis.call('DEL', m, q, s)
 else
-  for i = 12, 11 + removed do
+  for i = 14, 13 + removed do
     local id = ARGV[i]
     local seq = redis.call('HGET', q, id)
     if seq then
@@ -107,7 +140,7 @@ else
     end
   end
 end
-local base = 12 + removed
+local base = 14 + removed
 for j = 0, upserts - 1 do
   local id, seq = ARGV[base + 3 * j], ARGV[base + 3 * j + 1]
   local old = redis.call('HGET', q, id)
@@ -118,21 +151,24 @@ for j = 0, upserts - 1 do
   end
   redis.call('HSET', m, id, ARGV[base + 3 * j + 2])
 end
-redis.call('HSET', h, 'v', ARGV[5], 'u', ARGV[6], 'd', ARGV[7],
-           'lm', ARGV[2], 'am', ARGV[3], 'ix', ARGV[4])
-if ARGV[8] ~= '' then
-  redis.call('HSET', h, 'ttl', ARGV[8])
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[8]) end
+local pl, pa, px = cur[2] or '', cur[3] or '', cur[4] or ''
+redis.call('HSET', h, 'v', ARGV[7], 'u', ARGV[8], 'd', ARGV[9], 'lm', ARGV[4], 'am', ARGV[5],
+           'ix', ARGV[6], 'pl', pl, 'pa', pa, 'px', px)
+if not update then redis.call('HSET', h, 'n', ARGV[3]) end
+if ARGV[10] ~= '' then
+  redis.call('HSET', h, 'ttl', ARGV[10])
+  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[10]) end
 else
   redis.call('HDEL', h, 'ttl')
   for _, key in ipairs(KEYS) do redis.call('PERSIST', key) end
 end
-return {'ok', cur[2] or '', cur[3] or '', cur[4] or ''}
+return {'ok', pl, pa, px}
 """,
 )
 
 # Append messages server-side: sequences from the highest + 1, version + 1, expiry restarted.
-# KEYS: h m q s. ARGV: lm, updated_at, n, then n ids, then n message JSONs.
+# KEYS: h m q s. ARGV: lm, updated_at, n, then n ids, then n message JSONs. Replies {'ok',
+# first sequence, replaced lm, ttl ms or ''}, {'missing'} or {'exists', message id}.
 APPEND = Script(
     "append",
     """
@@ -145,9 +181,9 @@ local function increment(digits)
   end
   return table.concat(out)
 end
-local cur = redis.call('HMGET', KEYS[1], 'lm', 'ttl', 'la')
+local cur = redis.call('HMGET', KEYS[1], 'lm', 'ttl', 'la', 'pl')
 if not cur[1] then return {'missing'} end
-if cur[1] == ARGV[1] then return {'ok', cur[3], ''} end
+if cur[1] == ARGV[1] then return {'ok', cur[3], cur[4] or '', cur[2] or ''} end
 local n = tonumber(ARGV[3])
 for i = 1, n do
   if redis.call('HEXISTS', KEYS[2], ARGV[3 + i]) == 1 then return {'exists', ARGV[3 + i]} end
@@ -165,22 +201,23 @@ for i = 1, n do
   redis.call('ZADD', KEYS[4], 0, seq .. id)
 end
 redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'u', ARGV[2], 'lm', ARGV[1], 'la', first)
+redis.call('HSET', KEYS[1], 'u', ARGV[2], 'lm', ARGV[1], 'la', first, 'pl', cur[1])
 if cur[2] then
   for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, cur[2]) end
 end
-return {'ok', first, cur[1]}
+return {'ok', first, cur[1], cur[2] or ''}
 """,
 )
 
 # Read a whole thread in one step, so it never mixes two versions or half-expired keys.
-# KEYS: h m q. Returns nil or {header, messages, sequences} as flat field/value lists.
+# KEYS: h m s. Returns nil or {{v, u, d, n}, messages as a flat id/JSON list, the sequence
+# order's members: <20-digit sequence><id> in sequence order}.
 READ = Script(
     "read",
     """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]),
-        redis.call('HGETALL', KEYS[3])}
+local header = redis.call('HMGET', KEYS[1], 'v', 'u', 'd', 'n')
+if not header[1] then return false end
+return {header, redis.call('HGETALL', KEYS[2]), redis.call('ZRANGE', KEYS[3], 0, -1)}
 """,
 )
 
@@ -195,55 +232,275 @@ return {cur[1] or '', cur[2] or '', cur[3] or ''}
 """,
 )
 
-# Add a state's index members, stamped with this node's clock. Returns the token.
-# KEYS: list zset, then the lookup sets. ARGV: lm prefix, am prefix, 12 random hex digits.
+# Helpers of the index scripts. A "chunk list" is a string of fixed-width chunks: the members
+# of one thread in <index>:i (48 bytes: 20 digits and a token) or its pending tokens in
+# <index>:p (28 bytes).
+_CHUNKS = """
+local function find_chunk(list, chunk, width)
+  for i = 1, #list, width do
+    if string.sub(list, i, i + width - 1) == chunk then return i end
+  end
+  return nil
+end
+local function add_chunk(key, id, chunk, width)
+  local list = redis.call('HGET', key, id) or ''
+  if not find_chunk(list, chunk, width) then redis.call('HSET', key, id, list .. chunk) end
+end
+local function remove_chunk(key, id, chunk, width)
+  local list = redis.call('HGET', key, id)
+  if not list then return end
+  local at = find_chunk(list, chunk, width)
+  if not at then return end
+  list = string.sub(list, 1, at - 1) .. string.sub(list, at + width)
+  if list == '' then redis.call('HDEL', key, id) else redis.call('HSET', key, id, list) end
+end
+local function member_of(id, chunk)
+  return string.sub(chunk, 1, 20) .. id .. string.char(0) .. string.sub(chunk, 21)
+end
+local function chunk_of(member)
+  return string.sub(member, 1, 20) .. string.sub(member, -28)
+end
+local function stamp(token)
+  local micros = tonumber(string.sub(token, 11, 16))
+  return tonumber(string.sub(token, 1, 10)) * 1000 + math.floor(micros / 1000)
+end
+local function num(x)
+  -- Numbers given to commands as text in full: never a float in exponent notation.
+  return string.format('%.0f', x)
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# Step 3 of operations (see INDEX_SETTLE), as a function of the scripts that carry it. The
+# records start at ARGV[at], their lookup sets at KEYS[k]; KEYS[1..4] are l i p e.
+_SETTLE = """
+local function settle(at, k, count)
+  for _ = 1, count do
+    local id, token, member, lookup = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+    local ttl, unsure, n = ARGV[at + 4], ARGV[at + 5], tonumber(ARGV[at + 6])
+    if member ~= '' then
+      redis.call('ZREM', KEYS[1], member)
+      remove_chunk(KEYS[2], id, chunk_of(member), 48)
+    end
+    if lookup ~= '' then
+      for i = k, k + n - 1 do redis.call('SREM', KEYS[i], lookup) end
+    end
+    if ttl ~= '' then
+      -- The token was stamped before the thread script ran: a bound at or before its expiry.
+      redis.call('ZADD', KEYS[4], 'LT', num(stamp(token) + tonumber(ttl)), id)
+    end
+    if unsure ~= '1' or not redis.call('HGET', KEYS[2], id) then
+      remove_chunk(KEYS[3], id, token, 28)
+    end
+    at, k = at + 7, k + n
+  end
+end
+"""
+
+# Begin an operation on a thread: a pending token, and the entries of its new state, stamped
+# with this node's clock; first, step 3 of operations that finished before it. Returns the token.
+# KEYS: l i p e v, then the new lookup sets, then those of the step-3 records. ARGV: thread id,
+# 20 digits of updated_at ('' = no list member: a delete), lookup-member prefix, 12 random hex
+# digits, number of new lookup sets, number of step-3 records, then the records (INDEX_SETTLE).
 INDEX_ADD = Script(
     "index_add",
-    """
+    _CHUNKS
+    + _SETTLE
+    + """
+local n = tonumber(ARGV[5])
+settle(7, 6 + n, tonumber(ARGV[6]))
 local t = redis.call('TIME')
-local token = t[1] .. string.format('%06d', tonumber(t[2])) .. ARGV[3]
-redis.call('ZADD', KEYS[1], 0, ARGV[1] .. token)
-for i = 2, #KEYS do redis.call('SADD', KEYS[i], ARGV[2] .. token) end
+local token = t[1] .. string.format('%06d', tonumber(t[2])) .. ARGV[4]
+local id = ARGV[1]
+add_chunk(KEYS[3], id, token, 28)
+if ARGV[2] ~= '' then
+  -- A new index starts in this format; one written by an older release waits for its upgrade.
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[5], '1') end
+  redis.call('ZADD', KEYS[1], 0, member_of(id, ARGV[2] .. token))
+  add_chunk(KEYS[2], id, ARGV[2] .. token, 48)
+end
+for i = 6, 5 + n do redis.call('SADD', KEYS[i], ARGV[3] .. token) end
 return token
 """,
 )
 
-# Remove a state's members. KEYS: list zset, then lookup sets. ARGV: lm ('' = none), am.
-INDEX_REMOVE = Script(
-    "index_remove",
-    """
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-if ARGV[2] ~= '' then
-  for i = 2, #KEYS do redis.call('SREM', KEYS[i], ARGV[2]) end
+# Finish operations: per record, remove the entries of the state it replaced (or of its own
+# state, if it failed), lower the thread's expiry bound, and remove its pending token.
+# KEYS: l i p e, then each record's lookup sets. ARGV: number of records, then per record:
+# thread id, the operation's token, list member to remove ('' = none), lookup member to remove
+# ('' = none), ttl ms the thread now has ('' = none), '1' to keep the token while the thread has
+# list members (the outcome is unknown: a retried script may have been applied before), and
+# the number of its lookup sets.
+INDEX_SETTLE = Script(
+    "index_settle",
+    _CHUNKS
+    + _SETTLE
+    + """
+settle(2, 5, tonumber(ARGV[1]))
+return 1
+""",
+)
+
+# A consistent view of the list for one page: the threads to check (pending tokens, or due to
+# expire within the margin), each with its members and their ranks, and the members from rank
+# `offset` on, enough of them to hold `limit` valid ones whatever the checks find.
+# KEYS: l i p e v. ARGV: offset, limit (-1 = all, 0 = none: a count), margin ms.
+# Replies {'legacy'} or {'ok', now ms, zcard, window, {{id, tokens, due, {member, rank, ...}}}}.
+INDEX_LIST = Script(
+    "index_list",
+    _CHUNKS
+    + """
+if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'legacy'}
+end
+local now = now_ms()
+local suspects, order = {}, {}
+local pending = redis.call('HGETALL', KEYS[3])
+for i = 1, #pending, 2 do
+  suspects[pending[i]] = {pending[i + 1], 0}
+  order[#order + 1] = pending[i]
+end
+local due = redis.call('ZRANGE', KEYS[4], '-inf', num(now + tonumber(ARGV[3])), 'BYSCORE')
+for _, id in ipairs(due) do
+  if suspects[id] then
+    suspects[id][2] = 1
+  else
+    suspects[id] = {'', 1}
+    order[#order + 1] = id
+  end
+end
+local out, k = {}, 0
+for _, id in ipairs(order) do
+  local chunks = redis.call('HGET', KEYS[2], id) or ''
+  local ranked = {}
+  for i = 1, #chunks, 48 do
+    local member = member_of(id, string.sub(chunks, i, i + 47))
+    local rank = redis.call('ZREVRANK', KEYS[1], member)
+    if rank then
+      ranked[#ranked + 1] = member
+      ranked[#ranked + 1] = rank
+      k = k + 1
+    end
+  end
+  out[#out + 1] = {id, suspects[id][1], suspects[id][2], ranked}
+end
+local window = {}
+local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+if limit ~= 0 then
+  local stop = -1
+  if limit > 0 then stop = offset + limit + k - 1 end
+  window = redis.call('ZRANGE', KEYS[1], offset, stop, 'REV')
+end
+return {'ok', now, redis.call('ZCARD', KEYS[1]), window, out}
+""",
+)
+
+# Clear what a reader found settled. Per thread: remove the given members that no header names
+# once older than the grace period; then, if the thread's members are exactly the one the reader
+# found valid (or none), drop its old pending tokens and the token of that valid member (its
+# operation committed it and has no other member left to remove), and if none is left, record
+# its expiry bound from the ttl the reader saw (or drop it: no ttl, or gone).
+# KEYS: l i p e. ARGV: grace ms, the reader's now ms (taken before it read the headers), then
+# per thread: id, valid member ('' = none), pttl ms ('' = gone, -1 = no ttl), n, n members.
+INDEX_TIDY = Script(
+    "index_tidy",
+    _CHUNKS
+    + """
+local clock = now_ms()
+local grace = tonumber(ARGV[1])
+local i = 3
+while i <= #ARGV do
+  local id, valid, pttl, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  for j = i + 4, i + 3 + n do
+    if clock - stamp(string.sub(ARGV[j], -28)) >= grace then
+      redis.call('ZREM', KEYS[1], ARGV[j])
+      remove_chunk(KEYS[2], id, chunk_of(ARGV[j]), 48)
+    end
+  end
+  i = i + 4 + n
+  local expected = ''
+  if valid ~= '' then expected = chunk_of(valid) end
+  if (redis.call('HGET', KEYS[2], id) or '') == expected then
+    local tokens = redis.call('HGET', KEYS[3], id) or ''
+    local committed = string.sub(valid, -28)
+    local kept = ''
+    for j = 1, #tokens, 28 do
+      local token = string.sub(tokens, j, j + 27)
+      if clock - stamp(token) < grace and token ~= committed then kept = kept .. token end
+    end
+    if kept ~= '' then
+      redis.call('HSET', KEYS[3], id, kept)
+    else
+      redis.call('HDEL', KEYS[3], id)
+      if pttl == '' or tonumber(pttl) < 0 then
+        redis.call('ZREM', KEYS[4], id)
+      else
+        redis.call('ZADD', KEYS[4], num(tonumber(ARGV[2]) + tonumber(pttl)), id)
+      end
+    end
+  end
 end
 return 1
 """,
 )
 
-# Remove members a reader found invalid, if they are older than the grace period (younger ones
-# may belong to a save still between its steps). KEYS: the keys to clean. ARGV: grace seconds,
-# 'z' (sorted sets) or 's' (sets), then the members.
+# Bring an index written by an older release (list members only) to this format, a batch at a
+# time from the top: record each member under its thread and give each thread a pending token
+# (the member's own, so an old one), so readers check every thread once and then settle it.
+# KEYS: l i p v. ARGV: cursor (the last member done, '' = start), batch size.
+INDEX_UPGRADE = Script(
+    "index_upgrade",
+    _CHUNKS
+    + """
+local cursor = '+'
+if ARGV[1] ~= '' then cursor = '(' .. ARGV[1] end
+local size = tonumber(ARGV[2])
+local batch = redis.call('ZRANGE', KEYS[1], cursor, '-', 'BYLEX', 'REV', 'LIMIT', 0, size)
+for _, member in ipairs(batch) do
+  local id = string.sub(member, 21, #member - 29)
+  add_chunk(KEYS[2], id, chunk_of(member), 48)
+  add_chunk(KEYS[3], id, string.sub(member, -28), 28)
+end
+if #batch < size then
+  redis.call('SET', KEYS[4], '1')
+  return {'done'}
+end
+return {'more', batch[#batch]}
+""",
+)
+
+# Remove lookup-set members a reader found invalid, if they are older than the grace period
+# (younger ones may belong to a save still between its steps). KEYS: the sets to clean.
+# ARGV: grace seconds, then the members.
 INDEX_SWEEP = Script(
     "index_sweep",
     """
 local now = tonumber(redis.call('TIME')[1])
 local grace = tonumber(ARGV[1])
 local removed = 0
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   local member = ARGV[i]
   local stamp = tonumber(string.sub(member, -28, -19))
   if stamp and now - stamp >= grace then
-    for _, key in ipairs(KEYS) do
-      if ARGV[2] == 'z' then
-        removed = removed + redis.call('ZREM', key, member)
-      else
-        removed = removed + redis.call('SREM', key, member)
-      end
-    end
+    for _, key in ipairs(KEYS) do removed = removed + redis.call('SREM', key, member) end
   end
 end
 return removed
 """,
 )
 
-SCRIPTS = (WRITE, APPEND, READ, DELETE, INDEX_ADD, INDEX_REMOVE, INDEX_SWEEP)
+SCRIPTS = (
+    WRITE,
+    APPEND,
+    READ,
+    DELETE,
+    INDEX_ADD,
+    INDEX_SETTLE,
+    INDEX_LIST,
+    INDEX_TIDY,
+    INDEX_UPGRADE,
+    INDEX_SWEEP,
+)
