@@ -107,7 +107,7 @@ FULL = Sizes(
     w5_append_tasks=16,
     w5_appends=50,
     memory_messages=10_000,
-    populate_budget=240.0,
+    populate_budget=480.0,
 )
 
 QUICK = Sizes(

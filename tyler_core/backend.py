@@ -126,6 +126,12 @@ class StorageBackend(ABC):
         """
         await self.purge()
 
+    async def storage_size(self) -> int | None:
+        """Bytes this namespace occupies on the server (data and indexes), as far as the
+        backend can tell, or ``None`` if it cannot. For operators (``tyler-store stats``); may
+        be approximate and may scan. The default: ``None``."""
+        return None
+
     @property
     def engine(self) -> Any:
         """The underlying engine, for backends that have one (SQLAlchemy's ``AsyncEngine``)."""

@@ -235,6 +235,23 @@ async def _cmd_find(store: ThreadStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _stat_text(key: str, value: object) -> object:
+    if isinstance(value, list):
+        return ", ".join(value) or "-"
+    if key == "size_bytes":
+        return _human_size(value) if isinstance(value, int) else "unknown (the backend cannot tell)"
+    return value
+
+
+def _human_size(size: int) -> str:
+    amount, unit = float(size), "B"
+    for larger in ("KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024:
+            break
+        amount, unit = amount / 1024, larger
+    return f"{size} B" if unit == "B" else f"{amount:.1f} {unit} ({size:,} B)"
+
+
 async def _cmd_stats(store: ThreadStore, args: argparse.Namespace) -> int:
     threads = messages = 0
     async for thread in iterate_threads(store):
@@ -246,6 +263,7 @@ async def _cmd_stats(store: ThreadStore, args: argparse.Namespace) -> int:
         "namespace": store.options.namespace,
         "threads": threads,
         "messages": messages,
+        "size_bytes": await store.backend.storage_size(),
         "capabilities": [n for n in Capabilities.names() if getattr(store.capabilities, n)],
     }
     if args.json:
@@ -253,10 +271,7 @@ async def _cmd_stats(store: ThreadStore, args: argparse.Namespace) -> int:
     else:
         print(
             _table(
-                [
-                    (k, v if not isinstance(v, list) else ", ".join(v) or "-")
-                    for k, v in stats.items()
-                ],
+                [(k, _stat_text(k, v)) for k, v in stats.items()],
                 ("", ""),
             )
         )

@@ -196,6 +196,21 @@ class RedisBackend(StorageBackend):
         await self._unlink(batch)
         logger.debug("purged namespace %r", self._options.namespace)
 
+    @override
+    async def storage_size(self) -> int:
+        """The sum of ``MEMORY USAGE`` over the namespace's keys (a scan: for operators)."""
+        scan: dict[str, Any] = {"count": 1000}
+        if self._cluster:
+            scan["target_nodes"] = RedisCluster.PRIMARIES
+        keys = [key async for key in self.client.scan_iter(match=self._layout.pattern, **scan)]
+        total = 0
+        for start in range(0, len(keys), 500):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys[start : start + 500]:
+                    pipe.execute_command("MEMORY USAGE", key, "SAMPLES", "0")
+                total += sum(int(size or 0) for size in await pipe.execute())
+        return total
+
     async def _unlink(self, keys: list[bytes]) -> None:
         if not keys:
             return
