@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.services import service_url
 from tyler_core.errors import StoreConnectionError
-from tyler_core.models import Message, Thread
+from tyler_core.models import Attachment, Message, Thread
 from tyler_core.registry import resolve_backend
 from tyler_core.store import Clock, ThreadStore
 from tyler_core.testing import ThreadStoreConformance
@@ -180,6 +180,45 @@ async def test_saving_one_appended_message_costs_the_same_for_10_and_1000(
         assert stored is not None and len(stored.messages) == size + 1
     assert counts[0] == counts[1], counts
     assert counts[1] <= 5, counts
+
+
+async def test_reading_a_page_without_attachments_or_reactions_is_one_statement(
+    sql_store: ThreadStore,
+) -> None:
+    thread = await sql_store.save(_thread_with(3))
+    await sql_store.save(Thread(id="empty", attributes={"k": "v"}))  # no messages at all
+    with StatementCounter(sql_store.engine) as counter:
+        got = await sql_store.get(thread.id)
+        listed = await sql_store.list(limit=20)
+        found = await sql_store.find_by_attributes({"k": "v"})
+    assert len(counter.statements) == 3, counter.statements
+    assert got is not None and [m.content for m in got.messages] == [
+        m.content for m in thread.messages
+    ]
+    assert (
+        sorted(t.id for t in listed) == sorted(t.id for t in found) == sorted([thread.id, "empty"])
+    )
+    assert next(t for t in listed if t.id == "empty").messages == []
+
+
+async def test_a_page_mixing_attachments_reactions_and_plain_messages_reads_them_all(
+    sql_store: ThreadStore,
+) -> None:
+    plain = await sql_store.save(_thread_with(2))
+    rich = _thread_with(3)
+    rich.messages[1].attachments = [
+        Attachment(filename="a.txt", size=3, attributes={"n": 1e16}),
+        Attachment(filename="b.png", status="stored"),
+    ]
+    rich.messages[2].reactions = {"👍": ["zed", "amy"], "🎉": ["amy"]}
+    await sql_store.save(rich)
+    with StatementCounter(sql_store.engine) as counter:
+        listed = {t.id: t for t in await sql_store.list()}
+    # The page statement, then the same in one snapshot with the attachment and reaction rows.
+    assert 3 <= len(counter.statements) <= 6, counter.statements
+    assert listed[plain.id].model_dump() == plain.model_dump()
+    assert listed[rich.id].model_dump() == rich.model_dump()
+    assert listed[rich.id].messages[1].attachments[0].attributes == {"n": 1e16}
 
 
 async def test_a_sequence_swap_between_changed_messages_saves(sql_store: ThreadStore) -> None:

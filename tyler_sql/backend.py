@@ -12,8 +12,18 @@ Where it differs from or adds to the contract:
   tripping the unique ``(thread_id, sequence)`` constraint half-way.
 * ``append()`` locks the thread row (``SELECT ... FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``)
   before it reads the highest sequence.
-* Reads run in one snapshot (PostgreSQL ``REPEATABLE READ``, MariaDB's default, SQLite's WAL
-  read transaction) and load a page in one query per table.
+* A page of threads (``get``, ``list``, the lookups) is one statement that returns each message
+  as a JSON document the database assembles (:mod:`tyler_sql.pages`), so it needs no transaction
+  of its own (PostgreSQL runs it in ``AUTOCOMMIT``, SQLite without ``BEGIN``). A page with
+  attachments or reactions, and ``search``, read in one snapshot (PostgreSQL ``REPEATABLE
+  READ``, MariaDB's default, SQLite's WAL read transaction), one query per table.
+* Lookups use ``thread_keys`` digests; a source property's digest covers the source's name, so
+  ``find_by_source(name, properties)`` follows the one selective digest.
+* Each save checks the incarnation token in the same guarded ``UPDATE`` as the version
+  (``AND incarnation = :token``); rows written before r0003 have none and are checked by
+  version only.
+* SQLite file writers of one store queue on an ``asyncio.Lock`` instead of in SQLite's busy
+  handler, which sleeps.
 * ``sqlite:///:memory:`` is one connection shared by the store's tasks, which take turns; it is
   private to the store (no ``shared_across_instances``).
 """
@@ -27,8 +37,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, text, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from typing_extensions import override
@@ -39,8 +48,9 @@ from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.models import Message, Thread
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
-from tyler_sql.engine import WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
+from tyler_sql.engine import STATEMENT_OPTION, WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
 from tyler_sql.migrate import drop_namespace, prepare_schema, schema_lock
+from tyler_sql.pages import PageReader
 from tyler_sql.rows import (
     ATTRIBUTE,
     SOURCE,
@@ -49,12 +59,12 @@ from tyler_sql.rows import (
     key_rows,
     message_row,
     reaction_rows,
+    source_digests,
     thread_row,
-    to_messages,
-    to_thread,
 )
 from tyler_sql.schema import build_tables
 from tyler_sql.search import matching_messages
+from tyler_sql.statements import Statements
 
 __all__ = ["SQLBackend"]
 
@@ -69,6 +79,10 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
 
 
+def _held(lock: asyncio.Lock | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    return contextlib.nullcontext() if lock is None else lock
+
+
 class SQLBackend(StorageBackend):
     """The SQL backend. Build it with :meth:`from_url`; ``engine`` is its ``AsyncEngine``."""
 
@@ -81,11 +95,18 @@ class SQLBackend(StorageBackend):
         self._tables = build_tables(options.namespace)
         self._engine = build_engine(sa_url, options)
         self._dialect = self._engine.dialect.name
+        self._pages = PageReader(self._tables, self._dialect)
+        self._sql = Statements(self._tables, self._dialect)
         memory = is_memory(sa_url)
         if memory:
             self.capabilities = Capabilities(search=True, shared_across_instances=False)
         # One shared connection cannot hold two transactions: the store's tasks take turns.
         self._turns: asyncio.Lock | None = asyncio.Lock() if memory else None
+        # A SQLite file has one writer at a time: this store's writers queue here instead of in
+        # SQLite's busy handler, which sleeps (other processes still meet the busy timeout).
+        self._writers: asyncio.Lock | None = (
+            asyncio.Lock() if self._dialect == "sqlite" and not memory else None
+        )
         write_options: dict[str, Any] = {WRITE_OPTION: True}
         read_options: dict[str, Any] = {}
         # MySQL/MariaDB writers run at READ COMMITTED: set per transaction in engine.py.
@@ -94,6 +115,14 @@ class SQLBackend(StorageBackend):
             read_options["isolation_level"] = "REPEATABLE READ"
         self._write_engine: AsyncEngine = self._engine.execution_options(**write_options)
         self._read_engine: AsyncEngine = self._engine.execution_options(**read_options)
+        # Reads of one statement need no transaction: none on SQLite, AUTOCOMMIT on PostgreSQL
+        # (no BEGIN and COMMIT round trips). MariaDB keeps its transaction: switching
+        # autocommit on and off would cost a round trip each.
+        self._statement_engine = self._read_engine
+        if self._dialect == "postgresql":
+            self._statement_engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        elif self._dialect == "sqlite":
+            self._statement_engine = self._engine.execution_options(**{STATEMENT_OPTION: True})
         self._opened = False
         self._min_token = 1
 
@@ -110,24 +139,40 @@ class SQLBackend(StorageBackend):
     # -- connections ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        if self._turns is None:
-            yield
-        else:
-            async with self._turns:
-                yield
-
-    @contextlib.asynccontextmanager
     async def writer(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a write transaction, committed on success, rolled back on error."""
-        async with self._turn(), self._write_engine.begin() as connection:
+        async with (
+            _held(self._turns),
+            _held(self._writers),
+            self._write_engine.begin() as connection,
+        ):
             yield connection
 
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a read transaction (one consistent snapshot)."""
-        async with self._turn(), self._read_engine.begin() as connection:
+        async with _held(self._turns), self._read_engine.begin() as connection:
             yield connection
+
+    @contextlib.asynccontextmanager
+    async def _statement(self) -> AsyncIterator[AsyncConnection]:
+        # A connection for reads of one statement each (see __init__).
+        async with _held(self._turns), self._statement_engine.begin() as connection:
+            yield connection
+
+    async def _read(
+        self, page: Select[Any], parameters: dict[str, Any] | None = None
+    ) -> list[Thread]:
+        """The threads of a :class:`~tyler_sql.pages.PageReader` statement: one statement on
+        its own, unless the page has attachments or reactions to read in the same snapshot."""
+        snapshot = self._statement_engine is self._read_engine
+        async with self._statement() as connection:
+            found = await self._pages.load(connection, page, parameters, snapshot=snapshot)
+        if found is None:
+            async with self.reader() as connection:
+                found = await self._pages.load(connection, page, parameters, snapshot=True)
+        assert found is not None
+        return found
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -172,72 +217,66 @@ class SQLBackend(StorageBackend):
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _upsert(self, row: dict[str, Any]) -> Any:
-        threads = self._tables.threads
-        values = {name: value for name, value in row.items() if name != "id"}
-        if self._dialect in _MYSQL:
-            statement = mysql.insert(threads).values(row)
-            return statement.on_duplicate_key_update(**values)
-        dialect = postgresql if self._dialect == "postgresql" else sqlite
-        upsert = dialect.insert(threads).values(row)
-        return upsert.on_conflict_do_update(index_elements=["id"], set_=values)
-
     async def _insert_new(self, connection: AsyncConnection, row: dict[str, Any]) -> bool:
         """Insert a new thread row; ``False`` if the id is taken."""
-        threads = self._tables.threads
         if self._dialect in _MYSQL:
             # MariaDB has no "do nothing on conflict" that ignores only that conflict.
             try:
                 async with connection.begin_nested():
-                    await connection.execute(insert(threads), row)
+                    await connection.execute(self._sql.insert_thread, row)
             except IntegrityError:
                 return False
             return True
-        dialect = postgresql if self._dialect == "postgresql" else sqlite
-        # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-        statement = (
-            dialect.insert(threads)
-            .values(row)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(threads.c.id)
-        )
-        return (await connection.execute(statement)).first() is not None
+        return (await connection.execute(self._sql.insert_thread, row)).first() is not None
 
     async def _guarded_update(
         self, connection: AsyncConnection, changes: ThreadChanges, expected: int
     ) -> None:
-        threads = self._tables.threads
-        values: dict[str, Any] = {"version": changes.version, "updated_at": changes.updated_at}
-        if changes.full or changes.thread_changed:
-            header = changes.thread
+        header = changes.full or changes.thread_changed
+        token = changes.expected_incarnation
+        # Another thread stored under this id after a delete has another token (or none).
+        check_token = bool(expected) and token is not None
+        # Over a stored version 0 (written with preserve=True), this write creates the thread.
+        set_token = not expected
+        values: dict[str, Any] = {
+            "b_thread_id": changes.thread.id,
+            "b_expected": expected,
+            "b_version": changes.version,
+            "b_updated_at": changes.updated_at,
+        }
+        if header:
+            thread = changes.thread
             values.update(
-                title=header.title,
-                created_at=header.created_at,
-                attributes=header.attributes,
-                source=header.source,
+                b_title=thread.title,
+                b_created_at=thread.created_at,
+                b_attributes=thread.attributes,
+                b_source=thread.source,
             )
-        result = await connection.execute(
-            update(threads)
-            .where(threads.c.id == changes.thread.id, threads.c.version == expected)
-            .values(**values)
+        if check_token:
+            values["b_token"] = token
+        if set_token:
+            values["b_incarnation"] = changes.incarnation
+        statement = self._sql.guarded_update(
+            header=header, check_token=check_token, set_token=set_token
         )
+        result = await connection.execute(statement, values)
         if result.rowcount != 1:
             raise ConcurrencyError(
                 f"thread {changes.thread.id!r} is not at version {expected} any more "
-                "(changed or deleted since it was loaded); reload it and save again"
+                "(changed, deleted or stored again since it was loaded); reload it and save again"
             )
 
     @override
     async def write(self, changes: ThreadChanges) -> None:
-        t = self._tables
+        sql = self._sql
         thread_id = changes.thread.id
-        row = thread_row(changes.thread, version=changes.version, updated_at=changes.updated_at)
+        by_id = {"b_thread_id": thread_id}
         expected = changes.expected_version
         async with self.writer() as connection:
             stored = True
             if expected is None:
-                await connection.execute(self._upsert(row))
-            elif expected == 0 and await self._insert_new(connection, row):
+                await connection.execute(sql.upsert_thread, self._thread_row(changes))
+            elif expected == 0 and await self._insert_new(connection, self._thread_row(changes)):
                 stored = False
             else:
                 # Also a "new" thread whose id is taken: only a stored version 0 (written with
@@ -248,40 +287,45 @@ class SQLBackend(StorageBackend):
             whole = changes.full or not stored
             if whole:
                 if stored:
-                    await connection.execute(
-                        delete(t.messages).where(t.messages.c.thread_id == thread_id)
-                    )
+                    await connection.execute(sql.delete_messages, by_id)
                 written: Sequence[Message] = changes.messages
             else:
                 gone = [*changes.removed, *(m.id for m in changes.changed)]
                 for ids in _chunks(gone):
                     await connection.execute(
-                        delete(t.messages).where(
-                            t.messages.c.thread_id == thread_id, t.messages.c.id.in_(ids)
-                        )
+                        sql.delete_some_messages, {"b_thread_id": thread_id, "b_ids": list(ids)}
                     )
                 written = [*changes.added, *changes.changed]
             await self._insert_messages(connection, thread_id, written)
             if whole or changes.thread_changed:
                 if stored:
-                    await connection.execute(delete(t.keys).where(t.keys.c.thread_id == thread_id))
+                    await connection.execute(sql.delete_keys, by_id)
                 keys = key_rows(thread_id, changes.thread.attributes, changes.thread.source)
                 if keys:
-                    await connection.execute(insert(t.keys), keys)
+                    await connection.execute(sql.insert_keys, keys)
+
+    @staticmethod
+    def _thread_row(changes: ThreadChanges) -> dict[str, Any]:
+        return thread_row(
+            changes.thread,
+            version=changes.version,
+            updated_at=changes.updated_at,
+            incarnation=changes.incarnation,
+        )
 
     async def _insert_messages(
         self, connection: AsyncConnection, thread_id: str, messages: Sequence[Message]
     ) -> None:
         if not messages:
             return
-        t = self._tables
-        await connection.execute(insert(t.messages), [message_row(thread_id, m) for m in messages])
+        sql = self._sql
+        await connection.execute(sql.insert_messages, [message_row(thread_id, m) for m in messages])
         files = file_rows(thread_id, messages)
         if files:
-            await connection.execute(insert(t.files), files)
+            await connection.execute(sql.insert_files, files)
         reactions = reaction_rows(thread_id, messages)
         if reactions:
-            await connection.execute(insert(t.reactions), reactions)
+            await connection.execute(sql.insert_reactions, reactions)
 
     @override
     async def append(
@@ -291,111 +335,48 @@ class SQLBackend(StorageBackend):
         *,
         updated_at: datetime,
     ) -> list[Message]:
-        t = self._tables
+        sql = self._sql
+        by_id = {"b_thread_id": thread_id}
         async with self.writer() as connection:
-            query = select(t.threads.c.version).where(t.threads.c.id == thread_id)
-            if self._dialect != "sqlite":  # SQLite's BEGIN IMMEDIATE already excludes writers
-                query = query.with_for_update()
-            if (await connection.execute(query)).first() is None:
+            if (await connection.execute(sql.lock_thread, by_id)).first() is None:
                 raise ThreadNotFoundError(f"no thread {thread_id!r}")
             for ids in _chunks([m.id for m in messages]):
                 taken = await connection.scalar(
-                    select(t.messages.c.id)
-                    .where(t.messages.c.thread_id == thread_id, t.messages.c.id.in_(ids))
-                    .limit(1)
+                    sql.taken_message, {"b_thread_id": thread_id, "b_ids": list(ids)}
                 )
                 if taken is not None:
                     raise ValueError(f"thread {thread_id!r} already has a message {taken!r}")
-            highest = await connection.scalar(
-                select(func.max(t.messages.c.sequence)).where(t.messages.c.thread_id == thread_id)
-            )
+            highest = await connection.scalar(sql.highest_sequence, by_id)
             added = []
             for offset, message in enumerate(messages, start=1):
                 copy = message.model_copy(deep=True)
                 copy.sequence = (highest or 0) + offset
                 added.append(copy)
             await connection.execute(
-                update(t.threads)
-                .where(t.threads.c.id == thread_id)
-                .values(version=t.threads.c.version + 1, updated_at=updated_at)
+                sql.bump_version, {"b_thread_id": thread_id, "b_updated_at": updated_at}
             )
             await self._insert_messages(connection, thread_id, added)
         return added
 
     @override
     async def delete(self, thread_id: str) -> bool:
-        threads = self._tables.threads
         async with self.writer() as connection:
             # Messages, attachments, reactions and lookup keys go with it (ON DELETE CASCADE).
-            result = await connection.execute(delete(threads).where(threads.c.id == thread_id))
+            result = await connection.execute(self._sql.delete_thread, {"b_thread_id": thread_id})
         return bool(result.rowcount)
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def _load(self, connection: AsyncConnection, query: Select[Any]) -> list[Thread]:
-        """The threads ``query`` selects, with their messages: one query per table."""
-        t = self._tables
-        rows = (await connection.execute(query)).mappings().all()
-        if not rows:
-            return []
-        ids = [row["id"] for row in rows]
-        message_columns = [c for c in t.messages.c if c.name not in ("pk", "search_words")]
-        messages: list[Any] = []
-        files: list[Any] = []
-        reactions: list[Any] = []
-        for chunk in _chunks(ids):
-            for table, found, order in (
-                (t.messages, messages, t.messages.c.sequence),
-                (t.files, files, t.files.c.position),
-                (t.reactions, reactions, t.reactions.c.position),
-            ):
-                columns = message_columns if table is t.messages else list(table.c)
-                statement = (
-                    select(*columns)
-                    .where(table.c.thread_id.in_(chunk))
-                    .order_by(table.c.thread_id, order)
-                )
-                found.extend((await connection.execute(statement)).mappings().all())
-        by_thread = to_messages(messages, files, reactions)
-        return [to_thread(row, by_thread.get(row["id"], [])) for row in rows]
-
-    def _page(
-        self, conditions: Sequence[ColumnElement[bool]], limit: int | None, offset: int
-    ) -> Select[Any]:
-        threads = self._tables.threads
-        query = (
-            select(threads)
-            .where(*conditions)
-            .order_by(threads.c.updated_at.desc(), threads.c.id.desc())
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        if offset:
-            query = query.offset(offset)
-        return query
-
     @override
     async def get(self, thread_id: str) -> Thread | None:
-        threads = self._tables.threads
-        async with self.reader() as connection:
-            found = await self._load(connection, select(threads).where(threads.c.id == thread_id))
+        found = await self._read(self._pages.by_id, {"b_thread_id": thread_id})
         return found[0] if found else None
 
     @override
     async def list_page(self, *, limit: int | None, offset: int) -> list[Thread]:
         if limit == 0:
             return []
-        async with self.reader() as connection:
-            return await self._load(connection, self._page((), limit, offset))
-
-    def _has_keys(self, kind: str, wanted: Mapping[str, Any]) -> list[ColumnElement[bool]]:
-        t = self._tables
-        return [
-            t.threads.c.id.in_(
-                select(t.keys.c.thread_id).where(t.keys.c.digest == key_digest(kind, key, value))
-            )
-            for key, value in wanted.items()
-        ]
+        return await self._read(*self._pages.lookup((), limit, offset))
 
     @override
     async def find_by_attributes(
@@ -403,9 +384,8 @@ class SQLBackend(StorageBackend):
     ) -> list[Thread]:
         if limit == 0:
             return []
-        conditions = self._has_keys(ATTRIBUTE, attributes)
-        async with self.reader() as connection:
-            return await self._load(connection, self._page(conditions, limit, offset))
+        digests = [key_digest(ATTRIBUTE, key, value) for key, value in attributes.items()]
+        return await self._read(*self._pages.lookup(digests, limit, offset, kind=ATTRIBUTE))
 
     @override
     async def find_by_source(
@@ -418,13 +398,14 @@ class SQLBackend(StorageBackend):
     ) -> list[Thread]:
         if limit == 0:
             return []
-        conditions = self._has_keys(SOURCE, {"name": name}) + self._has_keys(SOURCE, properties)
-        async with self.reader() as connection:
-            return await self._load(connection, self._page(conditions, limit, offset))
+        digests = source_digests(name, properties)
+        # A source's name alone is seldom selective (see PageReader.lookup).
+        kind = SOURCE if properties else None
+        return await self._read(*self._pages.lookup(digests, limit, offset, kind=kind))
 
     @override
     async def count(self) -> int:
-        async with self.reader() as connection:
+        async with self._statement() as connection:
             total = await connection.scalar(select(func.count()).select_from(self._tables.threads))
         return int(total or 0)
 
@@ -441,9 +422,6 @@ class SQLBackend(StorageBackend):
             total = await connection.scalar(
                 select(func.count()).select_from(t.threads).where(condition)
             )
-            threads = (
-                await self._load(connection, self._page([condition], limit, offset))
-                if limit
-                else []
-            )
-        return threads, int(total or 0)
+            page = self._pages.page([condition], limit, offset)
+            threads = await self._pages.load(connection, page, snapshot=True) if limit else []
+        return threads or [], int(total or 0)

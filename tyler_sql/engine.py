@@ -17,7 +17,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
 
-__all__ = ["WRITE_OPTION", "build_engine", "is_memory", "sqlalchemy_url"]
+__all__ = ["STATEMENT_OPTION", "WRITE_OPTION", "build_engine", "is_memory", "sqlalchemy_url"]
 
 _DEFAULT_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -36,6 +36,9 @@ _SUPPORTED = {
 
 #: Execution option that marks a connection as a writer (SQLite: ``BEGIN IMMEDIATE``).
 WRITE_OPTION = "tyler_write"
+#: Execution option that marks a connection as running single statements, each its own
+#: snapshot (SQLite: no ``BEGIN``; PostgreSQL gets ``AUTOCOMMIT`` instead).
+STATEMENT_OPTION = "tyler_statement"
 
 # SQLite waits this long for another writer's lock before it gives up with "database is locked".
 _BUSY_TIMEOUT_MS = 60_000
@@ -80,7 +83,9 @@ def _connect_args(url: URL, timeout: float) -> dict[str, Any]:
 def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
     """An engine for ``url`` (no connection yet) with the store's pool options."""
     kwargs: dict[str, Any] = {
-        "pool_pre_ping": True,
+        # A SQLite connection is a file handle in this process, with no server to drop it: a
+        # ping before each use would cost three round trips to its worker thread for nothing.
+        "pool_pre_ping": url.get_backend_name() != "sqlite",
         "connect_args": _connect_args(url, options.connect_timeout),
     }
     if is_memory(url):
@@ -95,11 +100,34 @@ def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
         }
         kwargs.update({name: value for name, value in pool.items() if value is not None})
     engine = create_async_engine(url, **kwargs)
+    if url.get_driver_name() == "asyncpg":
+        _configure_asyncpg(engine)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, memory=is_memory(url))
     elif url.get_backend_name() in ("mysql", "mariadb"):
         _configure_mysql(engine)
     return engine
+
+
+def _configure_asyncpg(engine: AsyncEngine) -> None:
+    """The pool's pre-ping in one round trip.
+
+    SQLAlchemy's asyncpg ping opens a transaction around its query and rolls it back (for
+    pgbouncer's transaction mode): three round trips before every operation, more than a save
+    itself needs. This ping sends the empty query alone; on any error SQLAlchemy's own ping
+    runs, which translates the error and tells a dead connection (replaced) from a live one.
+    """
+    dialect = engine.sync_engine.dialect
+    fallback = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        try:
+            dbapi_connection.run_async(lambda connection: connection.fetchrow(";"))
+        except Exception:
+            return fallback(dbapi_connection)
+        return True
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
 
 def _configure_mysql(engine: AsyncEngine) -> None:
@@ -141,5 +169,7 @@ def _configure_sqlite(engine: AsyncEngine, *, memory: bool) -> None:
     def _on_begin(connection: Connection) -> None:
         # A deferred transaction that later writes fails with SQLITE_BUSY at once instead of
         # waiting, so writers take the lock up front; readers get a consistent WAL snapshot.
-        writing = connection.get_execution_options().get(WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        options = connection.get_execution_options()
+        if options.get(STATEMENT_OPTION, False):
+            return  # the driver's autocommit: each statement reads its own snapshot
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")

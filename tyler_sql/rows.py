@@ -1,14 +1,15 @@
-"""Models to rows and back, and the digests of the attribute and source lookups."""
+"""Models to rows, and the digests of the attribute and source lookups (rows back to models:
+:mod:`tyler_sql.pages`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tyler_core.jsonvalues import canonical_json
-from tyler_core.models import TRUSTED, Message, Thread
+from tyler_core.models import Message, Thread
 from tyler_sql.search import search_words
 
 __all__ = [
@@ -17,9 +18,9 @@ __all__ = [
     "key_rows",
     "message_row",
     "reaction_rows",
+    "source_digest",
+    "source_digests",
     "thread_row",
-    "to_messages",
-    "to_thread",
 ]
 
 ATTRIBUTE = "attribute"
@@ -36,26 +37,63 @@ def key_digest(kind: str, key: str, value: Any) -> str:
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def source_digest(name: str | None, key: str, value: Any) -> str:
+    """The lookup digest of a source property other than ``name``: SHA-256 of ``["source",
+    canonical name, key, canonical value]`` (``name``: the canonical JSON of the source's
+    ``name``, ``None`` for a source without one).
+
+    Covering the name makes this one digest as selective as the source name and the property
+    together: a lookup by both reads only the threads that have both.
+    """
+    encoded = json.dumps([SOURCE, name, key, canonical_json(value)], ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def source_digests(name: str, properties: Mapping[str, Any]) -> list[str]:
+    """The digests a thread whose source has ``name`` and every one of ``properties`` holds."""
+    canonical_name = canonical_json(name)
+    digests = [
+        key_digest(SOURCE, key, value)
+        if key == "name"
+        else source_digest(canonical_name, key, value)
+        for key, value in properties.items()
+    ]
+    if all(key == "name" for key in properties):
+        # Any other property's digest already implies the name.
+        digests.append(key_digest(SOURCE, "name", name))
+    return digests
+
+
 def key_rows(
     thread_id: str, attributes: Mapping[str, Any], source: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
     """One ``thread_keys`` row per top-level key of ``attributes`` and ``source``."""
     rows = []
-    for kind, document in ((ATTRIBUTE, attributes), (SOURCE, source or {})):
-        for key, value in document.items():
-            rows.append(
-                {
-                    "thread_id": thread_id,
-                    "digest": key_digest(kind, key, value),
-                    "kind": kind,
-                    "key": key,
-                    "value": canonical_json(value),
-                }
+    for key, value in attributes.items():
+        rows.append(_key_row(thread_id, ATTRIBUTE, key, value, key_digest(ATTRIBUTE, key, value)))
+    if source:
+        name = canonical_json(source["name"]) if "name" in source else None
+        for key, value in source.items():
+            digest = (
+                key_digest(SOURCE, key, value) if key == "name" else source_digest(name, key, value)
             )
+            rows.append(_key_row(thread_id, SOURCE, key, value, digest))
     return rows
 
 
-def thread_row(thread: Thread, *, version: int, updated_at: Any) -> dict[str, Any]:
+def _key_row(thread_id: str, kind: str, key: str, value: Any, digest: str) -> dict[str, Any]:
+    return {
+        "thread_id": thread_id,
+        "digest": digest,
+        "kind": kind,
+        "key": key,
+        "value": canonical_json(value),
+    }
+
+
+def thread_row(
+    thread: Thread, *, version: int, updated_at: Any, incarnation: str | None
+) -> dict[str, Any]:
     """The ``threads`` row (all columns)."""
     return {
         "id": thread.id,
@@ -65,6 +103,7 @@ def thread_row(thread: Thread, *, version: int, updated_at: Any) -> dict[str, An
         "attributes": thread.attributes,
         "source": thread.source,
         "version": version,
+        "incarnation": incarnation,
     }
 
 
@@ -84,6 +123,8 @@ def message_row(thread_id: str, message: Message) -> dict[str, Any]:
         "source": message.source,
         "metrics": message.metrics,
         "search_words": search_words(message),
+        "attachment_count": len(message.attachments),
+        "reaction_count": sum(len(users) for users in message.reactions.values()),
     }
 
 
@@ -127,74 +168,3 @@ def reaction_rows(thread_id: str, messages: Iterable[Message]) -> list[dict[str,
                 )
                 position += 1
     return rows
-
-
-_FILE_FIELDS = (
-    "filename",
-    "mime_type",
-    "file_id",
-    "storage_path",
-    "storage_backend",
-    "status",
-    "size",
-    "attributes",
-)
-_MESSAGE_FIELDS = (
-    "id",
-    "role",
-    "sequence",
-    "content",
-    "name",
-    "tool_call_id",
-    "tool_calls",
-    "attributes",
-    "timestamp",
-    "source",
-    "metrics",
-)
-
-
-def to_messages(
-    message_rows: Sequence[Mapping[str, Any]],
-    file_rows: Sequence[Mapping[str, Any]],
-    reaction_rows: Sequence[Mapping[str, Any]],
-) -> dict[str, list[Message]]:
-    """Messages per thread id, in the order of ``message_rows`` (which come in sequence order);
-    file and reaction rows must come in ``position`` order."""
-    files: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in file_rows:
-        files.setdefault((row["thread_id"], row["message_id"]), []).append(
-            {name: row[name] for name in _FILE_FIELDS}
-        )
-    reactions: dict[tuple[str, str], dict[str, list[str]]] = {}
-    for row in reaction_rows:
-        emojis = reactions.setdefault((row["thread_id"], row["message_id"]), {})
-        emojis.setdefault(row["emoji"], []).append(row["user_id"])
-    result: dict[str, list[Message]] = {}
-    for row in message_rows:
-        key = (row["thread_id"], row["id"])
-        data = {name: row[name] for name in _MESSAGE_FIELDS}
-        data["attachments"] = files.get(key, [])
-        data["reactions"] = reactions.get(key, {})
-        result.setdefault(row["thread_id"], []).append(
-            Message.model_validate(data, context=TRUSTED)
-        )
-    return result
-
-
-def to_thread(row: Mapping[str, Any], messages: list[Message]) -> Thread:
-    """A thread from its row and its messages."""
-    thread = Thread.model_validate(
-        {
-            "id": row["id"],
-            "title": row["title"],
-            "created_at": row["created_at"],
-            "updated_at": row["updated_at"],
-            "attributes": row["attributes"],
-            "source": row["source"],
-            "version": row["version"],
-        },
-        context=TRUSTED,
-    )
-    thread.messages = messages
-    return thread

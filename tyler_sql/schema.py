@@ -12,7 +12,9 @@ What the column types guarantee (see DESIGN.md, "Backends"):
 ``thread_keys`` holds one row per top-level key of a thread's ``attributes`` and ``source``,
 found by the SHA-256 ``digest`` of ``(kind, key, canonical JSON value)``: a fixed-width, indexed
 lookup that stays flat as threads grow and fits MariaDB's index key limits whatever the length of
-a key or value.
+a key or value. The digest of a source property other than ``name`` also covers the source's
+name, so a lookup by source name and property is driven by that one selective digest instead of
+every thread of the source (see :func:`tyler_sql.rows.key_rows`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -179,6 +182,8 @@ def build_tables(namespace: str) -> Tables:
         Column("attributes", JSONText(), nullable=False),
         Column("source", JSONText(), nullable=True),
         Column("version", BigInteger(), nullable=False),
+        # The incarnation token (NULL on rows from before r0003: checked by version only).
+        Column("incarnation", ascii_type(32), nullable=True),
         Index(f"ix_{p}threads_updated", "updated_at", "id"),
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
@@ -208,6 +213,10 @@ def build_tables(namespace: str) -> Tables:
         Column("metrics", JSONText(), nullable=False),
         # The message's distinct lowercase words, which each dialect's full-text index covers.
         Column("search_words", SearchText, nullable=True),
+        # How many attachment and reaction rows the message has: a page whose messages have
+        # none skips those tables.
+        Column("attachment_count", Integer(), nullable=False, server_default=text("0")),
+        Column("reaction_count", Integer(), nullable=False, server_default=text("0")),
         ForeignKeyConstraint(
             ["thread_id"], [threads.c.id], ondelete="CASCADE", name=f"fk_{p}messages_thread"
         ),
