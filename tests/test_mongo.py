@@ -21,6 +21,7 @@ from pymongo.errors import OperationFailure
 from tests.services import service_url
 from tyler_core import Message, Thread, ThreadStore
 from tyler_core.errors import BackendError, ConcurrencyError, StoreConnectionError
+from tyler_core.models import new_incarnation, set_incarnation
 from tyler_core.store import Clock
 from tyler_core.testing import ThreadStoreConformance
 from tyler_core.testing.base import fresh_namespace
@@ -224,6 +225,89 @@ async def test_saving_one_new_message_writes_one_message_and_one_thread_update(
     ]
 
 
+@pytest.mark.parametrize("preserve", [False, True])
+async def test_saving_a_new_thread_reads_nothing_and_sends_three_commands(
+    stores: OpenStore, preserve: bool
+) -> None:
+    # Creating (or copying) a thread: the thread document's insert is the check, so no read
+    # before it; one insert of every message, then one clean-up of older message documents.
+    log = CommandLog()
+    store = await stores(transactions="off", event_listeners=[log])
+    await store.initialize()
+    namespace = store.options.namespace
+    thread = Thread(id="new", version=4 if preserve else 0)
+    for number in range(3):
+        thread.add_message(Message(role="user", content=f"message {number}"))
+    log.events.clear()
+
+    await store.save(thread, preserve=preserve)
+
+    sent = [(e.command_name, str(e.command[e.command_name])) for e in log.events]
+    assert sent == [
+        ("insert", f"{namespace}_messages"),
+        ("insert", f"{namespace}_threads"),
+        ("delete", f"{namespace}_messages"),
+    ]
+    assert log.writes()[0] == ("insert", f"{namespace}_messages", 3)
+    assert await store.get("new") == thread
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+async def test_an_unchecked_save_over_a_stored_thread_replaces_it_whole(
+    stores: OpenStore, mode: str
+) -> None:
+    # The save first assumes no thread is stored; its insert fails, and it reads and replaces.
+    if mode == "on":
+        await skip_without_transactions()
+    store = await stores(transactions=mode)
+    old = Thread(id="copied", title="old")
+    for number in range(3):
+        old.add_message(Message(role="user", content=f"old {number}"))
+    await store.save(old)
+    token = old.incarnation
+
+    copy = Thread(id="copied", title="copy", version=7)
+    copy.add_message(Message(role="user", content="copied"))
+    await store.save(copy, preserve=True)
+
+    stored = await store.get("copied")
+    assert stored == copy
+    assert stored is not None and stored.incarnation not in (None, token)
+    assert await _message_documents(store, "copied") == 1
+
+
+async def test_threads_stored_without_an_incarnation_are_checked_by_version_only(
+    stores: OpenStore,
+) -> None:
+    # Thread documents written before incarnation tokens existed have no ``incarnation``.
+    store = await stores()
+    thread = Thread(id="legacy", title="old layout")
+    thread.add_message(Message(role="user", content="first"))
+    await store.save(thread)
+    threads = _backend(store).database[f"{store.options.namespace}_threads"]
+    await threads.update_one({"_id": "legacy"}, {"$unset": {"incarnation": ""}})
+
+    loaded = await store.get("legacy")
+    assert loaded is not None and loaded.incarnation is None
+    loaded.title = "edited"
+    await store.save(loaded)
+    await store.append("legacy", Message(role="user", content="appended"))
+    reloaded = await store.get("legacy")
+    assert reloaded is not None and reloaded.incarnation is None
+    assert reloaded.title == "edited" and len(reloaded.messages) == 2
+
+    # An object that carries a token is of another incarnation than a thread without one.
+    stale = reloaded.model_copy(deep=True)
+    set_incarnation(stale, new_incarnation())
+    stale.title = "from another incarnation"
+    with pytest.raises(ConcurrencyError):
+        await store.save(stale)
+
+    # A save without a check stores a token from then on.
+    await store.save(reloaded, preserve=True)
+    assert (await store.get("legacy") or reloaded).incarnation not in (None, "")
+
+
 # PyMongo leaks a socket when closing the client cancels a monitor in the middle of a connect
 # (``_async_create_connection`` closes it on OSError, not on cancellation); collect it here.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -392,6 +476,19 @@ async def test_messages_never_expire_before_their_thread(stores: OpenStore) -> N
     await store.save(await store.get("ttl") or thread)  # no ttl any more
     messages = [m async for m in database[f"{namespace}_messages"].find({"t": "ttl"})]
     assert all(m.get("expires_at") is None for m in messages)
+
+
+async def test_drop_removes_both_collections(stores: OpenStore) -> None:
+    store = await stores()
+    await store.save(Thread(id="dropped", messages=[Message(role="user", content="gone")]))
+    database = _backend(store).database
+    namespace = store.options.namespace
+    names = {f"{namespace}_threads", f"{namespace}_messages"}
+    assert names <= set(await database.list_collection_names())
+
+    await store.backend.drop()
+
+    assert not names & set(await database.list_collection_names())
 
 
 def test_srv_urls_reach_the_backend_unchanged_with_the_password_masked() -> None:

@@ -4,7 +4,7 @@ Two collections per namespace: ``{ns}_threads`` and ``{ns}_messages``.
 
 A **thread document** is the commit point of its thread::
 
-    {_id: thread id, version, epoch, updated_us, updated_at,
+    {_id: thread id, version, epoch, incarnation, updated_us, updated_at,
      header: JSON text of {title, created_at, attributes, source},
      attrs: [{k, v}], src: [{k, v}],      # top-level keys, canonical JSON values (lookups)
      refs: {H(message id): {o: message document _id, s: sequence}},
@@ -19,6 +19,9 @@ The user's JSON (attributes, sources, message fields) is stored as JSON *text*: 
 names cannot hold every key (``.``, ``$``, NUL) and BSON cannot keep key order or an integer's
 width as given, while JSON text round-trips exactly. The lookups use the ``attrs``/``src``
 arrays, where a user's key is a value (queried with ``$elemMatch``), never a field name.
+
+``incarnation`` is the thread's token (:attr:`tyler_core.models.Thread.incarnation`); documents
+written before tokens existed have none.
 
 ``refs`` says which message documents are the thread's messages: a message document not
 referenced by a committed thread document is invisible (an unfinished or failed save, or a
@@ -37,10 +40,11 @@ import pydantic_core
 from bson import ObjectId
 
 from tyler_core.jsonvalues import canonical_json
-from tyler_core.models import TRUSTED, Message, Thread
+from tyler_core.models import TRUSTED, Message, Thread, set_incarnation
 
 __all__ = [
     "from_micros",
+    "incarnation_of",
     "lookup_array",
     "message_document",
     "message_key",
@@ -120,6 +124,14 @@ def message_document(
     return document
 
 
+def incarnation_of(document: Mapping[str, Any] | None) -> str | None:
+    """The incarnation token of a thread document (``None``: no document, or one without)."""
+    if document is None:
+        return None
+    token = document.get("incarnation")
+    return None if token is None else str(token)
+
+
 def read_message(document: Mapping[str, Any]) -> Message:
     """The message a message document holds."""
     return Message.model_validate_json(document["data"], context=TRUSTED)
@@ -139,4 +151,4 @@ def read_thread(document: Mapping[str, Any], messages: list[Message]) -> Thread:
     )
     # Assigned after validation: the messages were validated when they were read.
     thread.messages = messages
-    return thread
+    return set_incarnation(thread, incarnation_of(document))

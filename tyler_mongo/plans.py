@@ -2,18 +2,29 @@
 
 Every write follows the same steps, with or without a multi-document transaction:
 
-1. read the thread document (its ``epoch``, ``version`` and ``refs``);
+1. read the thread document (its ``epoch``, ``version``, ``incarnation`` and ``refs``); a save
+   that creates the thread or writes it unchecked skips this and plans for no document, so that
+   its commit is an insert, which fails if there is one after all (then it reads and retries);
 2. if the thread has a TTL, make sure the messages it keeps expire no earlier than it will;
 3. insert the new message documents, stamped with the writer's ``epoch``;
-4. **commit**: update the thread document only if its ``epoch`` is still the one read (or insert
-   it if there was none). This single-document write is atomic: before it readers see the old
-   ``refs`` and so the old messages, after it the new ones;
-5. delete the message documents the commit replaced, and any leftovers of writers that failed.
+4. **commit**: update the thread document only if its ``epoch`` and ``incarnation`` are still
+   the ones read (or insert it if there was none). This single-document write is atomic: before
+   it readers see the old ``refs`` and so the old messages, after it the new ones;
+5. delete the message documents the commit replaced, and any leftovers of writers that failed
+   (after a save that replaced every message: every message document of a lower epoch).
 
 A writer's ``epoch`` is ``max(read epoch + 1, now in microseconds)``: it grows with every commit,
 even across a delete and re-creation of the thread, so a message document whose epoch is below
 the committed one and which the thread does not reference belongs to a writer that can no
 longer commit: it is a leftover, safe to delete.
+
+The ``incarnation`` token tells a thread from another one stored later under the same id after a
+delete (the ``epoch`` alone would, but only as long as the clock never goes back). A save that
+creates the thread, or writes without a check (``preserve``), stores the change set's token;
+every other write keeps the stored one. Thread documents written before tokens existed have
+none: they read as ``None`` and are checked by version only. Message documents need no token:
+``refs`` names them by their unique ``_id``, so a message document of one incarnation can never
+be taken for one of another.
 """
 
 from __future__ import annotations
@@ -28,7 +39,13 @@ from bson import ObjectId
 from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.models import Message
-from tyler_mongo.documents import message_document, message_key, micros, thread_fields
+from tyler_mongo.documents import (
+    incarnation_of,
+    message_document,
+    message_key,
+    micros,
+    thread_fields,
+)
 
 __all__ = ["WritePlan", "is_live", "plan_append", "plan_write"]
 
@@ -44,6 +61,8 @@ class WritePlan:
         epoch: this writer's epoch (stamped on its message documents and, at commit, the thread).
         read_epoch: the epoch the commit requires, or ``None``: the thread document must not
             exist (it is inserted).
+        read_incarnation: the incarnation token the commit requires along with ``read_epoch``
+            (``None``: the document has none).
         expiry_update: an update for the thread's older message documents, run before the
             inserts (TTL bookkeeping), or ``None``.
         inserts: the new message documents.
@@ -51,18 +70,22 @@ class WritePlan:
             it is inserted).
         thread_inc: the commit's ``$inc``.
         replaced: message documents the commit stops referencing (deleted after it).
+        whole: the commit replaces every message: every message document of a lower epoch
+            can go after it (the replaced ones and any leftovers).
         refs: the thread's ``refs`` after the commit.
     """
 
     thread_id: str
     epoch: int
     read_epoch: int | None
+    read_incarnation: str | None = None
     expiry_update: dict[str, Any] | None = None
     inserts: list[dict[str, Any]] = field(default_factory=list)
     thread_set: dict[str, Any] = field(default_factory=dict)
     thread_unset: dict[str, str] = field(default_factory=dict)
     thread_inc: dict[str, int] = field(default_factory=dict)
     replaced: list[ObjectId] = field(default_factory=list)
+    whole: bool = False
     refs: Refs = field(default_factory=dict)
 
     @property
@@ -137,7 +160,8 @@ def plan_write(
     """Plan a save of ``changes`` over the thread document as read (``None``: none stored).
 
     Raises:
-        ConcurrencyError: the stored version is not ``changes.expected_version``.
+        ConcurrencyError: the stored version is not ``changes.expected_version``, or the
+            stored thread is another incarnation than ``changes.expected_incarnation``.
     """
     thread = changes.thread
     live = is_live(document, now)
@@ -147,11 +171,24 @@ def plan_write(
         raise ConcurrencyError(
             f"thread {thread.id!r} is at version {stored_version}, not {expected}"
         )
+    if (
+        expected
+        and changes.expected_incarnation is not None
+        and incarnation_of(document) != changes.expected_incarnation
+    ):
+        raise ConcurrencyError(
+            f"thread {thread.id!r} was deleted and stored again since it was loaded"
+        )
     plan = WritePlan(
         thread_id=thread.id,
         epoch=_epoch(document, now),
         read_epoch=None if document is None else int(document.get("epoch", 0)),
+        read_incarnation=incarnation_of(document),
     )
+    if not (live and expected):
+        # Created (no live thread, or version 0 expected) or written unchecked: a new
+        # incarnation. Any other save keeps the stored token.
+        plan.thread_set["incarnation"] = changes.incarnation
     keep = live and not changes.full
     old_refs: Refs = dict(document.get("refs") or {}) if document is not None else {}
     message_expiry = _expiry(plan, ttl=changes.ttl, now=now, kept=document if keep else None)
@@ -169,6 +206,7 @@ def plan_write(
             _reference(plan, message, message_expiry)
         plan.thread_set["refs"] = dict(plan.refs)
         plan.replaced = [ref["o"] for ref in old_refs.values()]
+        plan.whole = True
         return plan
 
     if changes.thread_changed:
@@ -217,7 +255,10 @@ def plan_append(
         copy.sequence = highest + offset
         added.append(copy)
     plan = WritePlan(
-        thread_id=thread_id, epoch=_epoch(document, now), read_epoch=int(document["epoch"])
+        thread_id=thread_id,
+        epoch=_epoch(document, now),
+        read_epoch=int(document["epoch"]),
+        read_incarnation=incarnation_of(document),
     )
     ttl = document.get("ttl")
     message_expiry = _expiry(plan, ttl=ttl, now=now, kept=document)
