@@ -15,6 +15,7 @@ import asyncio
 import signal
 from typing import Any
 
+from mongoeco.engines.memory import MemoryEngine
 from mongoeco.errors import OperationFailure
 from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
 from mongoeco.wire.sessions import WireSessionStore
@@ -52,6 +53,24 @@ def abort_conflicting_commits() -> None:
     WireSessionStore.commit_transaction = commit_transaction  # type: ignore[method-assign]
 
 
+def check_ids_by_key() -> None:
+    """Check a lone inserted document's ``_id`` by key lookup, as mongoeco does for batches.
+
+    mongoeco compares the ``_id`` of a document inserted on its own with the ``_id`` of every
+    document in the collection, and its wire ``insert`` command inserts one document at a
+    time, so filling a collection took time growing with the square of its size (the copy
+    chain's 2,000 threads spent 80-90 s there). MongoDB checks ``_id`` through its unique
+    index. Duplicates (``"a"``, ``1``, ``1.0``) are still refused.
+    """
+    original = MemoryEngine._ensure_unique_indexes
+
+    def ensure_unique_indexes(self: MemoryEngine, *args: Any, **kwargs: Any) -> Any:
+        kwargs["scan_payload_id"] = False
+        return original(self, *args, **kwargs)
+
+    MemoryEngine._ensure_unique_indexes = ensure_unique_indexes  # type: ignore[method-assign]
+
+
 async def serve(host: str, port: int) -> None:
     """Serve on host:port until a termination signal arrives, then close cleanly."""
     stop = asyncio.Event()
@@ -72,6 +91,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=27017)
     args = parser.parse_args()
     abort_conflicting_commits()
+    check_ids_by_key()
     asyncio.run(serve(args.host, args.port))
 
 

@@ -5,6 +5,7 @@ messages reports at least that much, and another namespace on the same server do
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,10 @@ async def test_size_grows_with_the_namespace_and_only_with_it(name: str, tmp_pat
         assert isinstance(empty, int)
         assert 0 <= empty < PAYLOAD // 4
 
-        text = "x" * 10_000
-        for number in range(PAYLOAD // len(text)):
+        for number in range(PAYLOAD // 10_000):
+            text = os.urandom(5_000).hex()  # incompressible: TOAST and InnoDB compress
             thread = Thread(title=f"t{number}")
-            thread.add_message(Message(role="user", content=f"{number} {text}"))
+            thread.add_message(Message(role="user", content=text))
             await other.save(thread.model_copy(deep=True))  # same data next door
             await measured.save(thread)
         full = await measured.backend.storage_size()

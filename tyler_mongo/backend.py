@@ -34,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from typing_extensions import override
 
 from tyler_core.backend import Capabilities, StorageBackend
@@ -198,6 +198,23 @@ class MongoBackend(StorageBackend):
         await threads.drop()
         await messages.drop()
         logger.debug("dropped the collections of namespace %r", self._options.namespace)
+
+    @override
+    async def storage_size(self) -> int | None:
+        """Data and index bytes of the two collections (``collStats``), or, on a server without
+        it, the BSON size of every document (a scan, indexes not counted)."""
+        total = 0
+        for collection in self._collections():
+            try:
+                stats = await collection.database.command("collStats", collection.name)
+                total += int(stats.get("size", 0)) + int(stats.get("totalIndexSize", 0))
+            except OperationFailure:
+                sizes = collection.aggregate(
+                    [{"$group": {"_id": None, "bytes": {"$sum": {"$bsonSize": "$$ROOT"}}}}]
+                )
+                async for row in sizes:
+                    total += int(row["bytes"])
+        return total
 
     def _collections(self) -> tuple[AsyncCollection[Document], AsyncCollection[Document]]:
         if self._threads is None or self._messages is None or self._client is None:

@@ -64,6 +64,7 @@ from tyler_sql.rows import (
 )
 from tyler_sql.schema import build_tables
 from tyler_sql.search import matching_messages
+from tyler_sql.sizes import namespace_size
 from tyler_sql.statements import Statements
 
 __all__ = ["SQLBackend"]
@@ -214,6 +215,11 @@ class SQLBackend(StorageBackend):
             await connection.run_sync(drop_namespace, self._options.namespace)
         self._opened = False
         logger.debug("dropped the tables of namespace %r", self._options.namespace)
+
+    @override
+    async def storage_size(self) -> int | None:
+        async with self.writer() as connection:  # MariaDB's ANALYZE TABLE is not read-only
+            return await namespace_size(connection, self._tables, self._dialect)
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def content_words(content: Any) -> str | None:
     return " ".join(sorted(words)) or None
 
 
-def _fts_table(namespace: str) -> str:
+def fts_table(namespace: str) -> str:
     return f"{namespace}_search"
 
 
@@ -76,7 +76,7 @@ def create_search_ddl(namespace: str, dialect: str) -> list[str]:
             f"CREATE FULLTEXT INDEX {index} ON {messages} (search_words)",
             "SET SESSION innodb_ft_enable_stopword = @tyler_stopwords",
         ]
-    fts = _fts_table(namespace)
+    fts = fts_table(namespace)
     # An external-content FTS5 table over the messages' words, kept in step by triggers (the
     # documented recipe); its rowid is messages.pk.
     return [
@@ -102,7 +102,7 @@ def drop_search_ddl(namespace: str, dialect: str) -> list[str]:
         return [f"DROP INDEX {index}"]
     if dialect in ("mysql", "mariadb"):
         return [f"DROP INDEX {index} ON {namespace}_messages"]
-    fts = _fts_table(namespace)
+    fts = fts_table(namespace)
     return [f"DROP TRIGGER {fts}_{kind}" for kind in ("ai", "ad", "au")] + [f"DROP TABLE {fts}"]
 
 
@@ -148,7 +148,7 @@ def matching_messages(
                 f"MATCH ({messages.name}.search_words) AGAINST (:tyler_query IN BOOLEAN MODE)"
             ).bindparams(tyler_query=" ".join(f'+"{w}"' for w in indexed))
     else:
-        fts = _fts_table(namespace)
+        fts = fts_table(namespace)
         query = " ".join(f'"{w}"' for w in words)
         rowids: Any = (
             select(literal_column("rowid"))
