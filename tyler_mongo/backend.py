@@ -209,7 +209,7 @@ class MongoBackend(StorageBackend):
                 stats = await collection.database.command("collStats", collection.name)
                 total += int(stats.get("size", 0)) + int(stats.get("totalIndexSize", 0))
             except OperationFailure:
-                sizes = collection.aggregate(
+                sizes = await collection.aggregate(
                     [{"$group": {"_id": None, "bytes": {"$sum": {"$bsonSize": "$$ROOT"}}}}]
                 )
                 async for row in sizes:
