@@ -118,7 +118,13 @@ async def run_backend(
                 result.notes.append(f"{name.upper()} failed: {_failure(error)}")
                 traceback.print_exc()
     finally:
-        for step in (store.backend.purge, baseline.drop, baseline.close, store.close):
+        for step in (
+            store.backend.purge,
+            store.backend.drop,
+            baseline.drop,
+            baseline.close,
+            store.close,
+        ):
             try:
                 await step()
             except Exception as error:  # clean up as much as possible

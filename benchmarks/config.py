@@ -10,8 +10,10 @@ from urllib.parse import urlsplit
 
 __all__ = ["BACKENDS", "FULL", "QUICK", "BackendSpec", "Sizes", "answers", "backend_url"]
 
-NAMESPACE = "bench"
-RAW_PREFIX = "bench_raw"
+# Per process, so two runs on one server (a full run beside CI's smoke run) never share, purge
+# or drop each other's data; each run drops its own at the end.
+NAMESPACE = f"bench_{os.getpid()}"
+RAW_PREFIX = f"bench_raw_{os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)

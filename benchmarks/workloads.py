@@ -2,7 +2,8 @@
 in :mod:`benchmarks.concurrency`).
 
 Each function adds rows to a :class:`~benchmarks.results.BackendResult`. The store runs in the
-``bench`` namespace, the baseline in its own ``bench_raw`` tables or keys on the same server.
+``bench_<pid>`` namespace, the baseline in its own ``bench_raw_<pid>`` tables or keys on the
+same server.
 """
 
 from __future__ import annotations
