@@ -159,12 +159,15 @@ def _clone(value: Any) -> Any:
     return _Other(value)
 
 
+# Values a clone shares with what it copies: immutable, and compared exactly by ``==``.
+_LEAVES = frozenset({str, type(None), datetime})
+
+
 def _clone_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A strict clone of a dict (a JSON object, or a model's ``__dict__``)."""
     clone = fields.copy()
     for key, value in fields.items():
-        kind = type(value)
-        if kind is not str and value is not None and kind is not datetime:
+        if type(value) not in _LEAVES:
             clone[key] = _clone(value)
     return clone
 
@@ -177,8 +180,11 @@ def _clone_message(message: Message) -> dict[str, Any]:
     """The clone of a stored message. Its ``sequence`` is the message's own int, not a strict
     one, which saves a Python-level comparison per message: saves check the type of every
     sequence in bulk instead (see :data:`_SEQUENCE_TYPES`)."""
-    clone = _clone_fields(message.__dict__)
-    clone["sequence"] = message.sequence
+    fields = message.__dict__
+    clone = fields.copy()
+    for key, value in fields.items():
+        if type(value) not in _LEAVES and key != "sequence":
+            clone[key] = _clone(value)
     return clone
 
 
