@@ -23,7 +23,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import ExtraValues
+from pydantic_core import SchemaValidator
+from typing_extensions import override
 
+from tyler_core.decoding import trusted_validator
 from tyler_core.jsonvalues import INT64_MAX, check_json_value, check_text
 
 __all__ = [
@@ -41,11 +45,17 @@ __all__ = [
 #: Validation context for data this library validated when it was written: backends pass it to
 #: ``model_validate``/``model_validate_json`` when they read their own rows back, which skips
 #: the value checks (JSON limits, id lengths, NUL characters) but not pydantic's type parsing.
+#: Every validator here that takes the validation info returns its value unchanged for trusted
+#: data: trusted validation of the models below leaves those out (:mod:`tyler_core.decoding`).
 TRUSTED: dict[str, Any] = {"tyler_trusted": True}
 
 
+def _trusted_context(context: Any) -> bool:
+    return context is not None and context.get("tyler_trusted") is True
+
+
 def _trusted(info: ValidationInfo) -> bool:
-    return info.context is not None and info.context.get("tyler_trusted") is True
+    return _trusted_context(info.context)
 
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -97,6 +107,77 @@ def _new_id() -> str:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    # Trusted data of Message and Thread (not of subclasses: their validators are not ours) goes
+    # through a validator without the checks that would return at once: pydantic would still
+    # make a Python call for each of them, several per message (see tyler_core.decoding).
+
+    @override
+    @classmethod
+    def model_validate(
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        extra: ExtraValues | None = None,
+        from_attributes: bool | None = None,
+        context: Any | None = None,
+        by_alias: bool | None = None,
+        by_name: bool | None = None,
+    ) -> Self:
+        trusted = _TRUSTED_VALIDATORS.get(cls) if _trusted_context(context) else None
+        if trusted is None:
+            return super().model_validate(
+                obj,
+                strict=strict,
+                extra=extra,
+                from_attributes=from_attributes,
+                context=context,
+                by_alias=by_alias,
+                by_name=by_name,
+            )
+        model: Self = trusted.validate_python(
+            obj,
+            strict=strict,
+            extra=extra,
+            from_attributes=from_attributes,
+            context=context,
+            by_alias=by_alias,
+            by_name=by_name,
+        )
+        return model
+
+    @override
+    @classmethod
+    def model_validate_json(
+        cls,
+        json_data: str | bytes | bytearray,
+        *,
+        strict: bool | None = None,
+        extra: ExtraValues | None = None,
+        context: Any | None = None,
+        by_alias: bool | None = None,
+        by_name: bool | None = None,
+    ) -> Self:
+        trusted = _TRUSTED_VALIDATORS.get(cls) if _trusted_context(context) else None
+        if trusted is None:
+            return super().model_validate_json(
+                json_data,
+                strict=strict,
+                extra=extra,
+                context=context,
+                by_alias=by_alias,
+                by_name=by_name,
+            )
+        model: Self = trusted.validate_json(
+            json_data,
+            strict=strict,
+            extra=extra,
+            context=context,
+            by_alias=by_alias,
+            by_name=by_name,
+        )
+        return model
 
 
 class Attachment(_Model):
@@ -270,6 +351,12 @@ class Thread(_Model):
         now = utc_now()
         if now > self.updated_at:
             self.updated_at = now
+
+
+# Not Attachment: having no model validator, it would get its own validator back (see decoding).
+_TRUSTED_VALIDATORS: dict[type[_Model], SchemaValidator] = {
+    model: trusted_validator(model) for model in (Message, Thread)
+}
 
 
 def new_incarnation() -> str:
