@@ -129,8 +129,9 @@ QUICK = Sizes(
     populate_budget=20.0,
 )
 
-#: The Mongo test server is pure Python (milliseconds per write; saving a 1,000-message thread
-#: takes about 14 s and stalls it past PyMongo's server selection timeout): full runs use these.
+#: The Mongo test server is pure Python (about a millisecond per document written, and it answers
+#: nothing while it serves one command: saving a 10,000-message thread holds it for about 8 s):
+#: full runs use these.
 MONGO_FULL = Sizes(
     w1_lengths=(10, 50, 200),
     w1_ops=5,

@@ -400,8 +400,7 @@ class MongoBackend(StorageBackend):
                 break
             found: dict[Any, Document] = {}
             ids = [d["_id"] for d in pending]
-            # One thread (``get``): an equality, which the mongoeco test server serves from the
-            # index (it scans the collection for every ``$in``).
+            # One thread (``get``): an equality; several: a ``$in``. Both use the ``thread`` index.
             wanted = ids[0] if len(ids) == 1 else {"$in": ids}
             cursor = messages.find({"t": wanted}, projection={"text": False})
             async for message in cursor:
