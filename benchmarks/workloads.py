@@ -9,6 +9,7 @@ same server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -174,20 +175,35 @@ async def w2(ctx: Context) -> None:
 # -- W3: listing ------------------------------------------------------------------------------
 
 
-def _statement_counter(store: ThreadStore) -> Callable[[], int] | None:
-    """For SQL stores: a function returning how many statements the engine has executed."""
-    engine = store.engine
-    if engine is None:
-        return None
+@contextlib.contextmanager
+def _statements_counted(store: ThreadStore) -> Iterator[Callable[[], int]]:
+    """For SQL stores: within it, a function returning how many statements the engine has sent
+    since it began, through SQLAlchemy or as page statements on the driver's own connection
+    (:mod:`tyler_sql.driverfetch`)."""
     from sqlalchemy import event
 
+    from tyler_sql.driverfetch import DriverFetch
+
+    engine = store.engine
+    assert engine is not None
     counter = [0]
 
     def bump(*_: Any) -> None:
         counter[0] += 1
 
+    rows = DriverFetch.rows
+
+    async def counted(fetch: DriverFetch, *args: Any) -> Any:
+        counter[0] += 1
+        return await rows(fetch, *args)
+
     event.listen(engine.sync_engine, "before_cursor_execute", bump)
-    return lambda: counter[0]
+    DriverFetch.rows = counted  # type: ignore[method-assign,assignment]
+    try:
+        yield lambda: counter[0]
+    finally:
+        DriverFetch.rows = rows  # type: ignore[method-assign]
+        event.remove(engine.sync_engine, "before_cursor_execute", bump)
 
 
 async def w3(ctx: Context) -> None:
@@ -222,13 +238,13 @@ async def w3(ctx: Context) -> None:
             check="le",
             limit=2.0,
         )
-    statements = _statement_counter(ctx.store)
-    if statements is not None:
+    if ctx.store.engine is not None:
         used = []
-        for limit in (1, 20, 100):
-            before = statements()
-            await ctx.store.list(limit=limit)
-            used.append(f"{statements() - before} for limit={limit}")
+        with _statements_counted(ctx.store) as statements:
+            for limit in (1, 20, 100):
+                before = statements()
+                await ctx.store.list(limit=limit)
+                used.append(f"{statements() - before} for limit={limit}")
         ctx.result.notes.append("SQL statements per `list()` call: " + ", ".join(used) + ".")
 
 

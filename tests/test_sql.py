@@ -16,15 +16,18 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.services import service_url
-from tyler_core.errors import StoreConnectionError
+from tyler_core.errors import BackendError, StoreConnectionError
 from tyler_core.models import Attachment, Message, Thread
 from tyler_core.registry import resolve_backend
 from tyler_core.store import Clock, ThreadStore
 from tyler_core.testing import ThreadStoreConformance
 from tyler_core.testing.base import fresh_namespace
 from tyler_sql.backend import SQLBackend
+from tyler_sql.driverfetch import DriverFetch
 from tyler_sql.engine import sqlalchemy_url
 from tyler_sql.migrate import drop_namespace
+from tyler_sql.pages import PageReader
+from tyler_sql.schema import build_tables
 
 
 def psycopg_url() -> str:
@@ -142,20 +145,30 @@ async def sql_store(sql_url: str) -> AsyncIterator[ThreadStore]:
 
 
 class StatementCounter:
-    """Counts the statements an engine sends (SQLAlchemy's ``before_cursor_execute``)."""
+    """Counts the statements an engine sends (SQLAlchemy's ``before_cursor_execute``), and the
+    page statements sent on the driver's own connection (:mod:`tyler_sql.driverfetch`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.statements: list[str] = []
         self._engine = engine.sync_engine
+        self._rows = DriverFetch.rows
 
     def _record(self, *args: Any) -> None:
         self.statements.append(str(args[2]))
 
     def __enter__(self) -> StatementCounter:
         event.listen(self._engine, "before_cursor_execute", self._record)
+        rows = self._rows
+
+        async def counted(fetch: DriverFetch, *args: Any) -> Any:
+            self.statements.append(f"(driver) {args[1]}")
+            return await rows(fetch, *args)
+
+        DriverFetch.rows = counted  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
+        DriverFetch.rows = self._rows  # type: ignore[method-assign]
         event.remove(self._engine, "before_cursor_execute", self._record)
 
 
@@ -219,6 +232,92 @@ async def test_a_page_mixing_attachments_reactions_and_plain_messages_reads_them
     assert listed[plain.id].model_dump() == plain.model_dump()
     assert listed[rich.id].model_dump() == rich.model_dump()
     assert listed[rich.id].messages[1].attachments[0].attributes == {"n": 1e16}
+
+
+async def test_a_page_of_threads_with_and_without_messages_comes_back_exact(
+    sql_store: ThreadStore,
+) -> None:
+    rich = _thread_with(4)
+    rich.messages[0].attachments = [Attachment(filename="a.txt", size=3)]
+    rich.messages[3].reactions = {"👍": ["amy"]}
+    saved = [
+        await sql_store.save(Thread(id="empty", title="nothing yet", attributes={"k": "v"})),
+        await sql_store.save(_thread_with(3)),
+        await sql_store.save(_thread_with(120)),
+        await sql_store.save(rich),
+        await sql_store.save(Thread(attributes={"k": "v"}, source={"name": "s"})),
+        await sql_store.save(_thread_with(1)),
+    ]
+    newest_first = sorted(saved, key=lambda t: (t.updated_at, t.id), reverse=True)
+    expected = [t.model_dump() for t in newest_first]
+    assert [t.model_dump() for t in await sql_store.list()] == expected
+    for offset in range(len(saved)):
+        page = await sql_store.list(limit=2, offset=offset)
+        assert [t.model_dump() for t in page] == expected[offset : offset + 2]
+    found = await sql_store.find_by_attributes({"k": "v"})
+    assert [t.model_dump() for t in found] == expected
+    later = await sql_store.find_by_attributes({"k": "v"}, limit=3, offset=2)
+    assert [t.model_dump() for t in later] == expected[2:5]
+    for thread in saved:
+        got = await sql_store.get(thread.id)
+        assert got is not None and got.model_dump() == thread.model_dump()
+
+
+async def test_a_thread_document_is_sent_and_decoded_once_per_thread(
+    sql_store: ThreadStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread = await sql_store.save(_thread_with(50))
+    await sql_store.save(Thread(id="empty"))
+    reader = PageReader(build_tables(sql_store.options.namespace), sql_store.engine.dialect.name)
+    async with sql_store.engine.connect() as connection:
+        rows = (await connection.execute(reader.by_id, {"b_thread_id": thread.id})).all()
+    assert [row[0] is not None for row in rows] == [True] + [False] * 50
+    decoded: list[Any] = []
+    decode = Thread.model_validate_json
+
+    def counted(data: Any, **options: Any) -> Thread:
+        decoded.append(data)
+        return decode(data, **options)
+
+    monkeypatch.setattr(Thread, "model_validate_json", counted)
+    listed = await sql_store.list()
+    assert len(decoded) == 2
+    assert sorted((t.id, len(t.messages)) for t in listed) == sorted(
+        [(thread.id, 50), ("empty", 0)]
+    )
+
+
+async def test_a_page_read_failing_on_its_connection_invalidates_only_that(
+    sql_url: str, sql_store: ThreadStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = sql_store.backend
+    assert isinstance(backend, SQLBackend)
+    fetch = backend._pages._fetch
+    if fetch is None or sql_url == "sqlite://":
+        pytest.skip("psycopg reads through SQLAlchemy; a private database is its connection")
+    thread = await sql_store.save(_thread_with(2))
+    invalidated: list[Any] = []
+    event.listen(sql_store.engine.sync_engine, "invalidate", lambda *args: invalidated.append(args))
+    run = fetch._run
+
+    async def lost(driver: Any, sql: str, arguments: list[Any]) -> Any:
+        raise ConnectionResetError("connection lost")
+
+    async def refused(driver: Any, sql: str, arguments: list[Any]) -> Any:
+        return await run(driver, "SELECT * FROM no_such_table_here", [])
+
+    monkeypatch.setattr(fetch, "_run", lost)
+    with pytest.raises(BackendError, match="connection lost"):
+        await sql_store.get(thread.id)
+    assert len(invalidated) == 1  # never back in the pool
+    monkeypatch.setattr(fetch, "_run", refused)
+    with pytest.raises(BackendError, match="no_such_table_here"):
+        await sql_store.list()
+    assert len(invalidated) == 1  # the server's error leaves the connection usable
+    monkeypatch.setattr(fetch, "_run", run)
+    for _ in range(3):
+        got = await sql_store.get(thread.id)
+        assert got is not None and got.model_dump() == thread.model_dump()
 
 
 async def test_a_sequence_swap_between_changed_messages_saves(sql_store: ThreadStore) -> None:
@@ -370,11 +469,33 @@ async def test_sqlite_file_runs_wal_with_foreign_keys_and_a_busy_timeout(tmp_pat
         assert pragmas[2] >= 1000
 
 
-async def test_sqlite_writes_begin_immediate(tmp_path: Path) -> None:
-    async with await ThreadStore.create(f"sqlite:///{tmp_path / 'x.db'}") as store:
-        with StatementCounter(store.engine) as counter:
-            await store.save(Thread())
-        assert counter.statements[0] == "BEGIN IMMEDIATE"
+def trace_sqlite(engine: AsyncEngine) -> list[str]:
+    """Every statement SQLite runs on ``engine``'s connections opened from now on, as SQLite
+    reports it: SQLAlchemy's and those the fast saves send on the driver's connection."""
+    statements: list[str] = []
+
+    def trace(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.run_async(lambda driver: driver.set_trace_callback(statements.append))
+
+    event.listen(engine.sync_engine, "connect", trace)
+    return statements
+
+
+@pytest.mark.parametrize("saved", ["new", "appended", "changed"])
+async def test_sqlite_writes_begin_immediate(tmp_path: Path, saved: str) -> None:
+    store = ThreadStore(f"sqlite:///{tmp_path / 'x.db'}")
+    statements = trace_sqlite(store.engine)
+    async with store:
+        thread = Thread(title="a")
+        if saved != "new":
+            await store.save(thread)
+            thread.add_message(Message(role="user", content="more"))
+            if saved == "changed":
+                thread.title = "b"
+        statements.clear()
+        await store.save(thread)
+        assert statements[0] == "BEGIN IMMEDIATE"
+        assert statements[-1] == "COMMIT"
 
 
 async def test_sqlite_memory_is_private_to_its_store() -> None:

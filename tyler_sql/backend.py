@@ -10,6 +10,10 @@ Where it differs from or adds to the contract:
   table in one batched statement, so the number of statements does not grow with the thread.
   Deleting changed messages before inserting them also lets messages swap sequences without
   tripping the unique ``(thread_id, sequence)`` constraint half-way.
+* The two common saves, a new thread and messages appended to a stored thread (nothing else
+  changed, no attachments or reactions), skip SQLAlchemy's statements: on asyncpg, asyncmy and
+  aiosqlite they run SQL written once per namespace on the driver's own connection, in the
+  fewest round trips (PostgreSQL: one statement; :mod:`tyler_sql.fastwrite`).
 * ``append()`` locks the thread row (``SELECT ... FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``)
   before it reads the highest sequence.
 * A page of threads (``get``, ``list``, the lookups) is one statement that returns each message
@@ -48,7 +52,9 @@ from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.models import Message, Thread
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
+from tyler_sql.driverfetch import driver_fetch
 from tyler_sql.engine import STATEMENT_OPTION, WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
+from tyler_sql.fastwrite import fast_writer, shape_of
 from tyler_sql.migrate import drop_namespace, prepare_schema, schema_lock
 from tyler_sql.pages import PageReader
 from tyler_sql.rows import (
@@ -96,7 +102,7 @@ class SQLBackend(StorageBackend):
         self._tables = build_tables(options.namespace)
         self._engine = build_engine(sa_url, options)
         self._dialect = self._engine.dialect.name
-        self._pages = PageReader(self._tables, self._dialect)
+        self._pages = PageReader(self._tables, self._dialect, driver_fetch(self._engine.dialect))
         self._sql = Statements(self._tables, self._dialect)
         memory = is_memory(sa_url)
         if memory:
@@ -124,6 +130,8 @@ class SQLBackend(StorageBackend):
             self._statement_engine = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         elif self._dialect == "sqlite":
             self._statement_engine = self._engine.execution_options(**{STATEMENT_OPTION: True})
+        # The common saves (a new thread, messages appended) in the fewest round trips.
+        self._fast = fast_writer(self._tables, self._engine)
         self._opened = False
         self._min_token = 1
 
@@ -157,8 +165,10 @@ class SQLBackend(StorageBackend):
 
     @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[AsyncConnection]:
-        # A connection for reads of one statement each (see __init__).
-        async with _held(self._turns), self._statement_engine.begin() as connection:
+        # A connection for reads of one statement each (see __init__). Not begin(): a read
+        # has nothing to commit, and closing the connection rolls back what the driver began
+        # (MariaDB) in one round trip, where a COMMIT would be followed by the pool's rollback.
+        async with _held(self._turns), self._statement_engine.connect() as connection:
             yield connection
 
     async def _read(
@@ -274,6 +284,17 @@ class SQLBackend(StorageBackend):
 
     @override
     async def write(self, changes: ThreadChanges) -> None:
+        fast = self._fast
+        shape = shape_of(changes) if fast is not None else None
+        if fast is not None and shape is not None:
+            async with _held(self._turns), _held(self._writers):
+                if await fast.write(changes, shape):
+                    return
+            # Nothing written: a new thread whose id is taken (the statements below tell which
+            # case it is), or a connection the fast save could not use.
+        await self._write_statements(changes)
+
+    async def _write_statements(self, changes: ThreadChanges) -> None:
         sql = self._sql
         thread_id = changes.thread.id
         by_id = {"b_thread_id": thread_id}

@@ -6,7 +6,12 @@ a driver, so the bare schemes and aliases become the default driver before SQLAl
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+import weakref
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event
@@ -17,7 +22,15 @@ from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
 
-__all__ = ["STATEMENT_OPTION", "WRITE_OPTION", "build_engine", "is_memory", "sqlalchemy_url"]
+__all__ = [
+    "STATEMENT_OPTION",
+    "WRITE_OPTION",
+    "build_engine",
+    "is_memory",
+    "returned",
+    "sqlalchemy_url",
+    "trusting_checkout",
+]
 
 _DEFAULT_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -42,6 +55,13 @@ STATEMENT_OPTION = "tyler_statement"
 
 # SQLite waits this long for another writer's lock before it gives up with "database is locked".
 _BUSY_TIMEOUT_MS = 60_000
+
+# A connection a fast save returned less than this many seconds ago, and that its driver knows
+# to be open, is lent to the next fast save without the pool's ping (see trusting_checkout).
+_TRUSTED_IDLE = 5.0
+_TRUSTING: ContextVar[bool] = ContextVar("tyler_trusting_checkout", default=False)
+# Driver connection -> time.monotonic() when a fast save last returned it to the pool.
+_RETURNED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -109,8 +129,49 @@ def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
     return engine
 
 
+@contextlib.contextmanager
+def trusting_checkout() -> Iterator[None]:
+    """Within it, the pool's pre-ping (asyncpg, asyncmy) skips its round trip for a connection
+    that a fast save (:mod:`tyler_sql.fastwrite`) returned less than a few seconds ago and
+    that its driver knows to be open.
+
+    A connection the server closed (restart, ``pg_terminate_backend``, ``KILL``, idle
+    timeout) is known closed as soon as the event loop has seen its socket close, and is
+    pinged, found dead and replaced as before. What the ping still catches beyond that, a
+    connection that died in the last instant or silently, then fails the save that uses it
+    instead: the caller gets an error, no acknowledgement (the store never retries a write),
+    and the connection is invalidated, not returned. Each fast save is one transaction of its
+    own, so such a failure leaves the old thread or, if the server committed before the
+    connection broke, the new one; never a mix. Reads keep the ping.
+    """
+    token = _TRUSTING.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTING.reset(token)
+
+
+def returned(driver_connection: Any) -> None:
+    """Note that a fast save returned ``driver_connection`` to the pool in good order."""
+    _RETURNED[driver_connection] = time.monotonic()
+
+
+def _trusted(dbapi_connection: Any) -> bool:
+    # Whether a pre-ping may skip its round trip (see trusting_checkout).
+    if not _TRUSTING.get():
+        return False
+    driver = dbapi_connection.driver_connection
+    at = _RETURNED.get(driver)
+    if at is None or time.monotonic() - at > _TRUSTED_IDLE:
+        return False
+    if hasattr(driver, "is_closed"):  # asyncpg
+        return not driver.is_closed()
+    # asyncmy: the socket's end (EOF or error) seen by its protocol.
+    return bool(driver.connected) and getattr(driver, "_stream_broken", True) is False
+
+
 def _configure_asyncpg(engine: AsyncEngine) -> None:
-    """The pool's pre-ping in one round trip.
+    """The pool's pre-ping in one round trip, or none for a trusted checkout.
 
     SQLAlchemy's asyncpg ping opens a transaction around its query and rolls it back (for
     pgbouncer's transaction mode): three round trips before every operation, more than a save
@@ -121,6 +182,8 @@ def _configure_asyncpg(engine: AsyncEngine) -> None:
     fallback = dialect.do_ping
 
     def do_ping(dbapi_connection: Any) -> bool:
+        if _trusted(dbapi_connection):
+            return True
         try:
             dbapi_connection.run_async(lambda connection: connection.fetchrow(";"))
         except Exception:
@@ -139,7 +202,16 @@ def _configure_mysql(engine: AsyncEngine) -> None:
     the pool just then was never returned to it (one leaked connection per such fault, until
     the pool ran dry). Here a failure is an ordinary statement error: the connection is
     invalidated and returned.
+
+    The pool's pre-ping skips its round trip for a trusted checkout (see trusting_checkout).
     """
+    dialect = engine.sync_engine.dialect
+    fallback = dialect.do_ping
+
+    def do_ping(dbapi_connection: Any) -> bool:
+        return _trusted(dbapi_connection) or fallback(dbapi_connection)
+
+    dialect.do_ping = do_ping  # type: ignore[method-assign]
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

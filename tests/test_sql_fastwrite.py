@@ -1,0 +1,282 @@
+# ruff: noqa: F811  (the fixtures of tests.test_sql are imported)
+"""The SQL backend's fast saves (:mod:`tyler_sql.fastwrite`: a new thread, messages appended) on
+every dialect: they refuse what the statement path refuses and write nothing then, they leave the
+rest to that path, they fail whole, and they take the round trips they are meant to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.services import service_url
+from tests.test_sql import (  # noqa: F401  (fixtures)
+    StatementCounter,
+    _refuse_name_ddl,
+    psycopg_url,
+    sql_store,
+    sql_url,
+)
+from tyler_core.errors import BackendError, ConcurrencyError
+from tyler_core.models import Attachment, Message, Thread
+from tyler_core.store import ThreadStore
+from tyler_core.testing.base import fresh_namespace
+from tyler_sql.backend import SQLBackend
+
+
+def _thread(messages: int, **fields: Any) -> Thread:
+    thread = Thread(attributes={"k": "v"}, source={"name": "test", "n": 1}, **fields)
+    for number in range(messages):
+        thread.add_message(Message(role="user", content=f"message {number}"))
+    return thread
+
+
+async def _reloaded(store: ThreadStore, thread_id: str) -> Thread:
+    thread = await store.get(thread_id)
+    assert thread is not None
+    return thread
+
+
+def _fast(store: ThreadStore) -> bool:
+    backend = store.backend
+    assert isinstance(backend, SQLBackend)
+    return backend._fast is not None
+
+
+async def test_a_stale_append_raises_and_writes_nothing(sql_store: ThreadStore) -> None:
+    thread = await sql_store.save(_thread(3))
+    first = await _reloaded(sql_store, thread.id)
+    second = await _reloaded(sql_store, thread.id)
+    first.add_message(Message(role="user", content="first"))
+    await sql_store.save(first)
+    second.add_message(Message(role="user", content="second"))
+    with pytest.raises(ConcurrencyError):
+        await sql_store.save(second)
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.version == first.version == 2
+    assert [m.content for m in stored.messages] == [*(f"message {n}" for n in range(3)), "first"]
+
+
+async def test_concurrent_appends_to_one_version_let_exactly_one_through(
+    sql_store: ThreadStore,
+) -> None:
+    thread = await sql_store.save(_thread(2))
+    copies = [await _reloaded(sql_store, thread.id) for _ in range(6)]
+    for number, copy in enumerate(copies):
+        copy.add_message(Message(role="user", content=f"copy {number}"))
+    outcomes = await asyncio.gather(*(sql_store.save(c) for c in copies), return_exceptions=True)
+    saved = [copy for copy, outcome in zip(copies, outcomes, strict=True) if outcome is copy]
+    assert len(saved) == 1, outcomes
+    assert all(isinstance(o, ConcurrencyError) for o in outcomes if o is not saved[0])
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.version == 2
+    assert [m.content for m in stored.messages] == [m.content for m in saved[0].messages]
+
+
+async def test_an_append_to_a_thread_stored_again_under_its_id_is_refused(
+    sql_store: ThreadStore,
+) -> None:
+    thread = await sql_store.save(_thread(2))
+    loaded = await _reloaded(sql_store, thread.id)
+    assert await sql_store.delete(thread.id)
+    again = await sql_store.save(_thread(1, id=thread.id, title="another"))
+    assert again.version == loaded.version  # only the incarnation tells them apart
+    loaded.add_message(Message(role="user", content="for the old one"))
+    with pytest.raises(ConcurrencyError):
+        await sql_store.save(loaded)
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.title == "another"
+    assert [m.content for m in stored.messages] == ["message 0"]
+
+
+async def test_a_new_thread_whose_id_is_taken_is_refused_and_changes_nothing(
+    sql_store: ThreadStore,
+) -> None:
+    await sql_store.save(_thread(2, id="taken", title="first"))
+    before = await _reloaded(sql_store, "taken")
+    with pytest.raises(ConcurrencyError):
+        await sql_store.save(_thread(3, id="taken", title="second"))
+    after = await _reloaded(sql_store, "taken")
+    assert after.model_dump() == before.model_dump()
+    assert await sql_store.find_by_attributes({"k": "v"}) != []
+
+
+async def test_new_threads_saved_at_once_under_one_id_store_exactly_one(
+    sql_store: ThreadStore,
+) -> None:
+    threads = [_thread(2, id="contested", title=f"copy {n}") for n in range(5)]
+    outcomes = await asyncio.gather(*(sql_store.save(t) for t in threads), return_exceptions=True)
+    saved = [t for t, outcome in zip(threads, outcomes, strict=True) if outcome is t]
+    assert len(saved) == 1, outcomes
+    assert all(isinstance(o, ConcurrencyError) for o in outcomes if o is not saved[0])
+    stored = await _reloaded(sql_store, "contested")
+    assert stored.title == saved[0].title
+    assert len(stored.messages) == 2
+    assert [t.id for t in await sql_store.find_by_source("test", {"n": 1})] == ["contested"]
+
+
+async def test_a_new_thread_and_appends_read_back_exactly(sql_store: ThreadStore) -> None:
+    thread = _thread(0, title=None)
+    thread.add_message(
+        Message(
+            role="assistant",
+            content=[{"type": "text", "text": 'a \\ "b" 🎉 %s ?'}],
+            name="bot",
+            tool_calls=[{"id": "c1", "type": "function", "function": {"name": "f"}}],
+            attributes={"n": 1e16, "i": 1, "b": True, "f": 1.0},
+            metrics={"tokens": 3},
+            source={"name": "s"},
+        )
+    )
+    thread.add_message(Message(role="tool", content="42", tool_call_id="c1"))
+    await sql_store.save(thread)
+    assert (await _reloaded(sql_store, thread.id)).model_dump() == thread.model_dump()
+    thread.add_message(Message(role="user", content="", attributes={"x": [1, 2.5, None]}))
+    await sql_store.save(thread)
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.model_dump() == thread.model_dump()
+    assert stored.messages[0].attributes["f"] == 1.0
+    assert type(stored.messages[0].attributes["f"]) is float
+
+
+async def test_attachments_and_reactions_take_the_statement_path(sql_store: ThreadStore) -> None:
+    rich = _thread(1)
+    rich.messages[0].attachments = [Attachment(filename="a.txt", size=3)]
+    with StatementCounter(sql_store.engine) as counter:
+        await sql_store.save(rich)
+    assert counter.statements  # through SQLAlchemy, not the fast path
+    rich.add_message(Message(role="user", content="liked", reactions={"👍": ["amy"]}))
+    with StatementCounter(sql_store.engine) as counter:
+        await sql_store.save(rich)
+    assert counter.statements
+    stored = await _reloaded(sql_store, rich.id)
+    assert stored.model_dump() == rich.model_dump()
+    rich.add_message(Message(role="user", content="plain"))
+    await sql_store.save(rich)
+    assert (await _reloaded(sql_store, rich.id)).model_dump() == rich.model_dump()
+
+
+async def test_fast_saves_send_nothing_through_sqlalchemy(sql_store: ThreadStore) -> None:
+    if not _fast(sql_store):
+        pytest.skip("psycopg saves through SQLAlchemy statements")
+    thread = _thread(3)
+    with StatementCounter(sql_store.engine) as counter:
+        await sql_store.save(thread)
+        thread.add_message(Message(role="user", content="more"))
+        await sql_store.save(thread)
+        await sql_store.save(thread)  # nothing new: the version and updated_at only
+    assert counter.statements == []
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.version == 3
+    assert len(stored.messages) == 4
+
+
+async def test_a_fast_save_that_fails_half_way_leaves_the_thread_and_the_pool_intact(
+    sql_store: ThreadStore,
+) -> None:
+    engine = sql_store.engine
+    table = f"{sql_store.options.namespace}_messages"
+    async with engine.begin() as connection:
+        await connection.execute(text(_refuse_name_ddl(engine.dialect.name, table)))
+    thread = await sql_store.save(_thread(2))
+    before = await _reloaded(sql_store, thread.id)
+    thread.add_message(Message(role="user", content="fine"))
+    thread.add_message(Message(role="user", content="refused", name="boom"))
+    with pytest.raises(BackendError, match="boom"):
+        await sql_store.save(thread)
+    after = await _reloaded(sql_store, thread.id)
+    assert after.model_dump() == before.model_dump()
+    refused = _thread(1, id="refused-new")
+    refused.add_message(Message(role="user", content="refused", name="boom"))
+    with pytest.raises(BackendError, match="boom"):
+        await sql_store.save(refused)
+    assert await sql_store.get("refused-new") is None
+    assert [t.id for t in await sql_store.find_by_attributes({"k": "v"})] == [thread.id]
+    # The connections are back in the pool, and the thread takes the next append.
+    if engine.url.database not in (None, "", ":memory:"):
+        assert engine.pool.checkedout() == 0
+    after.add_message(Message(role="user", content="after"))
+    await sql_store.save(after)
+    assert [m.content for m in (await _reloaded(sql_store, thread.id)).messages][-1] == "after"
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@contextmanager
+def _counting(monkeypatch: pytest.MonkeyPatch, cls: Any, names: list[str]) -> Iterator[list[str]]:
+    """Count calls of ``cls``'s methods ``names`` (one entry per call, the method's name)."""
+    calls: list[str] = []
+
+    def counted(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in names:
+        monkeypatch.setattr(cls, name, counted(name, getattr(cls, name)))
+    yield calls
+
+
+async def _append_and_new(store: ThreadStore, calls: list[str]) -> tuple[int, int]:
+    """Calls made by an append to a stored thread, then by the save of a new thread."""
+    thread = await store.save(_thread(3))
+    await store.get(thread.id)
+    thread.add_message(Message(role="user", content="more"))
+    calls.clear()
+    await store.save(thread)
+    appended = len(calls)
+    calls.clear()
+    await store.save(_thread(2))
+    return appended, len(calls)
+
+
+async def test_an_asyncpg_save_is_one_statement(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    names = ["execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare"]
+    store = await ThreadStore.create(service_url("postgres"), namespace=fresh_namespace())
+    try:
+        with _counting(monkeypatch, asyncpg.Connection, names) as calls:
+            appended, new = await _append_and_new(store, calls)
+    finally:
+        await store.backend.drop()
+        await store.close()
+    assert (appended, new) == (1, 1)
+
+
+async def test_a_mariadb_append_is_two_round_trips_and_a_new_thread_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncmy.connection
+
+    store = await ThreadStore.create(service_url("mysql"), namespace=fresh_namespace())
+    try:
+        with _counting(monkeypatch, asyncmy.connection.Connection, ["_execute_command"]) as calls:
+            appended, new = await _append_and_new(store, calls)
+    finally:
+        await store.backend.drop()
+        await store.close()
+    assert (appended, new) == (2, 1)
+
+
+async def test_a_sqlite_save_is_one_call_to_the_worker_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import aiosqlite
+
+    async with await ThreadStore.create(f"sqlite:///{tmp_path / 'x.db'}") as store:
+        with _counting(monkeypatch, aiosqlite.Connection, ["_execute"]) as calls:
+            appended, new = await _append_and_new(store, calls)
+    assert (appended, new) == (1, 1)
+
+
+def test_psycopg_has_no_fast_saves() -> None:
+    assert not _fast(ThreadStore(psycopg_url()))
