@@ -12,11 +12,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from tests.reliability.conftest import record
 from tests.reliability.servers import OwnPostgres
-from tests.reliability.test_sql_faults import _KILL, victim
+from tests.reliability.test_sql_faults import kill_all, victim
 from tests.services import service_url
 from tyler_core.errors import BackendError, ConcurrencyError
 from tyler_core.models import Message, Thread
@@ -91,14 +90,7 @@ async def test_killed_connections_during_fast_saves_lose_no_acknowledged_write(
         if rng.random() < 0.3:
             return
         await asyncio.sleep(rng.uniform(0, 0.01))
-        async with admin.engine.connect() as connection:
-            for server_id in sorted(ids):
-                try:
-                    await connection.execute(text(_KILL[name].format(server_id)))
-                    kills += 1
-                except Exception:  # MariaDB: that connection is already gone
-                    pass
-            ids.clear()
+        kills += await kill_all(admin, name, ids)
 
     try:
         outcomes = await _Rounds(store).run(ROUNDS, kill_soon)

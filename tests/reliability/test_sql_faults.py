@@ -28,6 +28,20 @@ _PID = {"postgres": "SELECT pg_backend_pid()", "mariadb": "SELECT CONNECTION_ID(
 _KILL = {"postgres": "SELECT pg_terminate_backend({})", "mariadb": "KILL {}"}
 
 
+async def kill_all(admin: ThreadStore, name: str, ids: set[int]) -> int:
+    """Kill the server connections ``ids`` (and forget them) through ``admin``; how many."""
+    kills = 0
+    async with admin.engine.connect() as connection:
+        for server_id in sorted(ids):
+            try:
+                await connection.execute(text(_KILL[name].format(server_id)))
+                kills += 1
+            except Exception:  # MariaDB: that connection is already gone
+                pass
+    ids.clear()
+    return kills
+
+
 def _stamp(thread: Thread, round_: int) -> None:
     thread.title = f"round {round_}"
     thread.attributes["round"] = round_
@@ -97,14 +111,7 @@ async def test_killed_connections_leave_old_or_new_threads_and_lose_no_acknowled
         if rng.random() < 0.3:
             return  # some rounds go through untouched, so saves also succeed
         await asyncio.sleep(rng.uniform(0, 0.02))
-        async with admin.engine.connect() as connection:
-            for server_id in sorted(ids):
-                try:
-                    await connection.execute(text(_KILL[name].format(server_id)))
-                    kills += 1
-                except Exception:  # MariaDB: that connection is already gone
-                    pass
-            ids.clear()
+        kills += await kill_all(admin, name, ids)
 
     try:
         for round_ in range(1, ROUNDS + 1):
