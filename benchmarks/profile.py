@@ -64,7 +64,7 @@ async def run(backend: str, length: int, runs: int, top: int) -> None:
             await save_all(store, (make_thread(i, 5) for i in range(500)), 50)
             await _profiled("W3 list_recent(20)", recent, runs, top)
         finally:
-            await store.backend.purge()
+            await store.backend.drop()  # the namespace is this process's own (bench_<pid>)
             await store.close()
 
 
