@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tyler_core import Message, Thread, ThreadChanges, ThreadStore
-from tyler_core.changes import _clone
+from tyler_core.changes import _clone, _clone_message
 from tyler_core.jsonvalues import INT64_MAX, INT64_MIN
 from tyler_core.testing.base import exact
 
@@ -78,6 +78,27 @@ def test_a_clone_equals_the_same_json_and_nothing_else(left: Any, right: Any) ->
 def test_a_clone_tells_values_that_differ_only_in_type(pair: tuple[Any, Any]) -> None:
     original, retyped = pair
     assert (_clone(original) == retyped) is (exact(original) == exact(retyped))
+
+
+class _SubclassedMessage(Message):
+    """A subclass: cloned field by field (a third-party backend may return one)."""
+
+
+@settings(max_examples=60, deadline=None)
+@given(twisted(), st.booleans())
+def test_a_message_clone_tells_an_edit_in_every_container_field(
+    pair: tuple[Any, Any], subclassed: bool
+) -> None:
+    original, retyped = pair
+    kind = _SubclassedMessage if subclassed else Message
+    for name in ("content", "tool_calls", "attributes", "source", "metrics"):
+        part = {"type": "text", "v": original}
+        message = kind(role="user", **{name: [part] if name in ("content", "tool_calls") else part})
+        clone = _clone_message(message)
+        assert clone == message.__dict__
+        container = getattr(message, name)
+        (container[0] if isinstance(container, list) else container)["v"] = retyped
+        assert (clone == message.__dict__) is (exact(original) == exact(retyped)), name
 
 
 def test_zero_and_negative_zero_differ() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ __all__ = ["Snapshot", "ThreadChanges", "compute_changes", "snapshot_of"]
 _THREAD_FIELDS = ("title", "created_at", "attributes", "source")
 _FIELDS = attrgetter("__dict__")
 _SEQUENCE = attrgetter("sequence")
+_SEQUENCE_FIELD = itemgetter("sequence")
 # A message whose sequence is equal to its clone's and of one of these types has the same one
 # (a system message's may be None; True or 1.0 would compare equal to 1).
 _SEQUENCE_TYPES = frozenset({int, type(None)})
@@ -90,6 +91,8 @@ class _Bool:
 
 
 _TRUE, _FALSE = _Bool(True), _Bool(False)
+# Clones are never modified, so they can share these (counts and small numbers are common).
+_SMALL_INTS = {value: _Int(value) for value in range(-16, 1024)}
 _UNCOPYABLE = object()
 
 
@@ -149,7 +152,8 @@ def _clone(value: Any) -> Any:
     if kind is list:
         return [_clone(item) for item in value] if value else _EMPTY_LIST
     if kind is int:
-        return _Int(value)
+        clone = _SMALL_INTS.get(value)
+        return _Int(value) if clone is None else clone
     if kind is float:
         return _Float(value)
     if kind is bool:
@@ -176,14 +180,47 @@ def _thread_fields(thread: Thread) -> dict[str, Any]:
     return {name: getattr(thread, name) for name in _THREAD_FIELDS}
 
 
+# The fields of a Message that can hold a container (content is a string or a list of parts).
+# Validation puts a string, None or a datetime in each of the others, and the sequence is left as
+# it is. Backends return validated messages, and the store clones only those.
+_CONTAINER_FIELDS = (
+    "content",
+    "tool_calls",
+    "attributes",
+    "source",
+    "attachments",
+    "metrics",
+    "reactions",
+)
+
+
 def _clone_message(message: Message) -> dict[str, Any]:
     """The clone of a stored message. Its ``sequence`` is the message's own int, not a strict
     one, which saves a Python-level comparison per message: saves check the type of every
-    sequence in bulk instead (see :data:`_SEQUENCE_TYPES`)."""
+    sequence in bulk instead (see :data:`_SEQUENCE_TYPES`).
+
+    Snapshots clone every message a read returns, so a plain ``Message`` (validated: see
+    :data:`_CONTAINER_FIELDS`) is cloned by looking only at the fields that can hold a container;
+    a subclass may add fields of any kind."""
     fields = message.__dict__
     clone = fields.copy()
-    for key, value in fields.items():
-        if type(value) not in _LEAVES and key != "sequence":
+    if type(message) is not Message:
+        for key, value in fields.items():
+            if type(value) not in _LEAVES and key != "sequence":
+                clone[key] = _clone(value)
+        return clone
+    for key in _CONTAINER_FIELDS:
+        value = fields[key]
+        kind = type(value)
+        if kind in _LEAVES:
+            continue
+        if value:
+            clone[key] = _clone(value)
+        elif kind is dict:
+            clone[key] = _EMPTY_DICT
+        elif kind is list:
+            clone[key] = _EMPTY_LIST
+        else:
             clone[key] = _clone(value)
     return clone
 
@@ -342,9 +379,10 @@ def _appended(thread: Thread, snapshot: Snapshot) -> _Messages | None:
     if len(current) < known:
         return None
     prefix = current[:known]
-    if entries != list(map(_FIELDS, prefix)):
+    fields = list(map(_FIELDS, prefix))
+    if entries != fields:
         return None
-    if not _SEQUENCE_TYPES.issuperset(map(type, map(_SEQUENCE, prefix))):
+    if not _SEQUENCE_TYPES.issuperset(map(type, map(_SEQUENCE_FIELD, fields))):
         return None
     layout = snapshot.layout
     if layout.last == _NO_SEQUENCE:
