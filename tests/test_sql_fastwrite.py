@@ -144,6 +144,25 @@ async def test_a_new_thread_and_appends_read_back_exactly(sql_store: ThreadStore
     assert type(stored.messages[0].attributes["f"]) is float
 
 
+async def test_several_messages_appended_at_once_read_back_exactly(
+    sql_store: ThreadStore,
+) -> None:
+    # MariaDB sends them as one INSERT ... SELECT of a UNION ALL: each column's type comes from
+    # all the rows, the first one null here, a later one long text.
+    thread = await sql_store.save(_thread(2))
+    thread.add_message(Message(role="assistant", content=None, tool_calls=[{"id": "c"}]))
+    thread.add_message(
+        Message(role="tool", content="🎉 ' \\ %s " * 20_000, name="n", tool_call_id="c")
+    )
+    thread.add_message(
+        Message(role="user", content=[{"type": "text", "text": "x"}], source={"s": [1.5, None]})
+    )
+    await sql_store.save(thread)
+    stored = await _reloaded(sql_store, thread.id)
+    assert stored.model_dump() == thread.model_dump()
+    assert len(stored.messages) == 5
+
+
 async def test_attachments_and_reactions_take_the_statement_path(sql_store: ThreadStore) -> None:
     rich = _thread(1)
     rich.messages[0].attachments = [Attachment(filename="a.txt", size=3)]
@@ -252,9 +271,7 @@ async def test_an_asyncpg_save_is_one_statement(monkeypatch: pytest.MonkeyPatch)
     assert (appended, new) == (1, 1)
 
 
-async def test_a_mariadb_append_is_two_round_trips_and_a_new_thread_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_mariadb_save_is_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     import asyncmy.connection
 
     store = await ThreadStore.create(service_url("mysql"), namespace=fresh_namespace())
@@ -264,7 +281,69 @@ async def test_a_mariadb_append_is_two_round_trips_and_a_new_thread_one(
     finally:
         await store.backend.drop()
         await store.close()
-    assert (appended, new) == (2, 1)
+    assert (appended, new) == (1, 1)
+
+
+async def test_a_stale_mariadb_append_is_one_round_trip_and_leaves_the_connection_clean(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncmy.connection
+
+    store = await ThreadStore.create(
+        service_url("mysql"), namespace=fresh_namespace(), pool_size=1, max_overflow=0
+    )
+    try:
+        thread = await store.save(_thread(2))
+        stale_copy = await _reloaded(store, thread.id)
+        thread.add_message(Message(role="user", content="first"))
+        await store.save(thread)
+        stale_copy.add_message(Message(role="user", content="stale"))
+        connection = asyncmy.connection.Connection
+        with (
+            _counting(monkeypatch, connection, ["_execute_command"]) as calls,
+            pytest.raises(ConcurrencyError),
+        ):
+            await store.save(stale_copy)
+        assert len(calls) == 1  # its COMMIT ended the transaction: no ROLLBACK after it
+        assert store.engine.pool.checkedout() == 0
+        stored = await _reloaded(store, thread.id)
+        assert [m.content for m in stored.messages][-2:] == ["message 1", "first"]
+        # The one pooled connection takes the next append.
+        stored.add_message(Message(role="user", content="after"))
+        await store.save(stored)
+        assert [m.content for m in (await _reloaded(store, thread.id)).messages][-1] == "after"
+    finally:
+        await store.backend.drop()
+        await store.close()
+
+
+async def test_a_mariadb_append_that_failed_half_way_does_not_let_a_stale_one_through() -> None:
+    # On one connection: an append whose UPDATE matched and whose INSERT then failed, then a
+    # stale append; the stale one's inserts must see its own UPDATE's count, not the earlier one.
+    store = await ThreadStore.create(
+        service_url("mysql"), namespace=fresh_namespace(), pool_size=1, max_overflow=0
+    )
+    try:
+        table = f"{store.options.namespace}_messages"
+        async with store.engine.begin() as connection:
+            await connection.execute(text(_refuse_name_ddl("mysql", table)))
+        thread = await store.save(_thread(2))
+        stale_copy = await _reloaded(store, thread.id)
+        thread.add_message(Message(role="user", content="refused", name="boom"))
+        with pytest.raises(BackendError, match="boom"):
+            await store.save(thread)
+        fresh = await _reloaded(store, thread.id)
+        fresh.add_message(Message(role="user", content="fine"))
+        await store.save(fresh)
+        stale_copy.add_message(Message(role="user", content="stale"))
+        with pytest.raises(ConcurrencyError):
+            await store.save(stale_copy)
+        stored = await _reloaded(store, thread.id)
+        assert [m.content for m in stored.messages] == ["message 0", "message 1", "fine"]
+        assert stored.version == fresh.version
+    finally:
+        await store.backend.drop()
+        await store.close()
 
 
 async def test_a_sqlite_save_is_one_call_to_the_worker_thread(

@@ -150,8 +150,15 @@ _DUPLICATE_KEY = 1062
 
 
 class MySQLWriter(FastWriter):
+    """An append is one round trip: the guarded ``UPDATE``, then the message inserts, which
+    select their rows only if it matched the thread, and ``COMMIT``, in one multi-statement
+    query; the server runs them in order and stops at the first error. A new thread too."""
+
     # The isolation level writers run at (see tyler_sql.engine): sent with the first statement.
     _ISOLATION = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+    # Set right after an append's UPDATE: 1 if it matched the thread. The inserts select their
+    # rows only then; ROW_COUNT() itself would be the count of whatever statement ran last.
+    _MATCHED = "@tyler_matched"
 
     def __init__(self, tables: Tables, engine: AsyncEngine) -> None:
         super().__init__(tables, engine)
@@ -164,9 +171,14 @@ class MySQLWriter(FastWriter):
         )
         self._update = f"{self._ISOLATION}; {update}"
         self._update_token = f"{self._ISOLATION}; {update} AND incarnation = %s"
-        self._insert_messages = (
-            f"INSERT INTO {self.messages} ({self._quote('thread_id')}, "
-            f"{self.columns(self._message_rows.names)}) VALUES "
+        self._note_matched = f"SET {self._MATCHED} = ROW_COUNT()"
+        message_columns = f"{self._quote('thread_id')}, {self.columns(self._message_rows.names)}"
+        self._insert_messages = f"INSERT INTO {self.messages} ({message_columns}) VALUES "
+        self._insert_matched = f"INSERT INTO {self.messages} ({message_columns}) "
+        self._select_matched = (
+            "SELECT "
+            + ", ".join(["%s"] * (len(self._message_rows.names) + 1))
+            + f" FROM DUAL WHERE {self._MATCHED} = 1"
         )
         self._insert_keys = (
             f"INSERT INTO {self.keys} ({self._quote('thread_id')}, "
@@ -198,21 +210,25 @@ class MySQLWriter(FastWriter):
         if shape == "new":
             return await self._write_new(changes)
         thread_id = changes.thread.id
-        statement, arguments = self.guarded_update(changes)
-        inserts, values = self._inserts(thread_id, changes.added, ())
+        update, arguments = self.guarded_update(changes)
+        statements = [update]
+        rows = self.message_rows(thread_id, changes.added)
+        if rows:
+            selects = [self._select_matched] * len(rows)
+            statements += [self._note_matched, self._insert_matched + " UNION ALL ".join(selects)]
+            for row in rows:
+                arguments.append(thread_id)
+                arguments += row
+        statements.append("COMMIT")
         async with self.connection() as checkout, checkout.driver.cursor() as cursor:
-            await cursor.execute(statement, arguments)
-            await cursor.nextset()
+            await cursor.execute("; ".join(statements), arguments)
+            await cursor.nextset()  # the UPDATE
             matched = cursor.rowcount == 1
-            if matched:
-                await cursor.execute("; ".join([*inserts, "COMMIT"]), values or None)
-                while await cursor.nextset():
-                    pass
-            else:
-                await checkout.driver.rollback()
+            while await cursor.nextset():  # a server's error here ends the query: not committed
+                pass
             checkout.clean = True
         if not matched:
-            raise stale(changes)
+            raise stale(changes)  # the inserts selected nothing, and COMMIT ended the transaction
         return True
 
     async def _write_new(self, changes: ThreadChanges) -> bool:

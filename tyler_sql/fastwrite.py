@@ -11,9 +11,13 @@ driver connection of a pooled connection (the writers: :mod:`tyler_sql.fastdrive
   and the inserts of messages and lookup keys select from it, so they insert nothing when it
   matched nothing. One statement is atomic on its own. Rows travel as typed arrays
   (``unnest``), so the SQL does not depend on how many there are.
-* MariaDB/MySQL (asyncmy, whose connections allow several statements per query): the
-  transaction's ``SET TRANSACTION ISOLATION LEVEL`` goes with the first statement and
-  ``COMMIT`` with the last: two round trips for an append, one for a new thread.
+* MariaDB/MySQL (asyncmy, whose connections allow several statements per query): the whole
+  transaction is one query, from its ``SET TRANSACTION ISOLATION LEVEL`` to its ``COMMIT``; the
+  server runs the statements in order and stops at the first error, which leaves the
+  transaction to the pool's rollback. An append's message inserts select their rows only if
+  the guarded ``UPDATE`` before them matched (its ``ROW_COUNT()``, kept in a session
+  variable), so a stale append writes nothing and commits an empty transaction: one round
+  trip either way, as for a new thread.
 * SQLite (aiosqlite): the whole transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) runs as one
   call in the connection's worker thread: one thread hop instead of about ten.
 
