@@ -8,15 +8,16 @@ import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from tests.redis_support import CountingConnection, opened_stores
 from tests.services import service_url
 from tyler_core.errors import BackendError, ConcurrencyError
 from tyler_core.models import Message, Thread
@@ -32,16 +33,7 @@ def _backend(store: ThreadStore) -> RedisBackend:
     return backend
 
 
-@pytest.fixture
-async def stores() -> AsyncIterator[list[ThreadStore]]:
-    """Stores a test opens; purged and closed afterwards."""
-    opened: list[ThreadStore] = []
-    yield opened
-    for store in reversed(opened):
-        try:
-            await store.backend.purge()
-        finally:
-            await store.close()
+stores = pytest.fixture(name="stores")(opened_stores)
 
 
 async def _open(stores: list[ThreadStore], url: str, **options: Any) -> ThreadStore:
@@ -202,10 +194,11 @@ async def test_connection_killed_in_the_middle_of_a_save(
     retries: str,
     moment: str,
 ) -> None:
-    """The connection dies after the save added its index entries, either just before the
-    thread script is sent or while the server holds it (``CLIENT PAUSE``). With retries the save
-    goes through whole; without, it fails and nothing of it is stored. Either way the indexes
-    agree with the stored thread and the next operation succeeds."""
+    """The connection dies after the save added its index entries (on a cluster; on a standalone
+    server the save is one script), either just before the thread script is sent or while the
+    server holds it (``CLIENT PAUSE``). With retries the save goes through whole; without, it
+    fails and nothing of it is stored. Either way the indexes agree with the stored thread and
+    the next operation succeeds."""
     url = service_url(service)
     name = f"tyler_kill_{uuid.uuid4().hex[:12]}"
     namespace = fresh_namespace()
@@ -220,7 +213,7 @@ async def test_connection_killed_in_the_middle_of_a_save(
     killed: list[int] = []
 
     async def run(client: Any, script: scripts.Script, keys: Any, args: Any) -> Any:
-        if script is scripts.WRITE and not killed:
+        if script in (scripts.WRITE, scripts.WRITE_AND_INDEX) and not killed:
             if moment == "before the thread script":
                 killed.append(await _kill_clients(admins, name))
             else:
@@ -293,33 +286,64 @@ class _RunTwice:
         return reply
 
 
+# The script that writes the thread: one step on a standalone server, step 2 on a cluster.
+_THREAD_SCRIPTS = {
+    "redis": (scripts.WRITE_AND_INDEX, scripts.APPEND_AND_INDEX),
+    "redis_cluster": (scripts.WRITE, scripts.APPEND),
+}
+
+
+@pytest.mark.parametrize("service", ["redis", "redis_cluster"])
 async def test_a_retried_write_is_applied_once(
-    stores: list[ThreadStore], monkeypatch: pytest.MonkeyPatch
+    stores: list[ThreadStore], monkeypatch: pytest.MonkeyPatch, service: str
 ) -> None:
-    store = await _open(stores, service_url("redis"), namespace=fresh_namespace())
-    thread = await store.save(_thread("t", 3))
-    monkeypatch.setattr(scripts, "run", _RunTwice(scripts.WRITE))
+    store = await _open(stores, service_url(service), namespace=fresh_namespace())
+    thread = _thread("t", 3)
+    thread.source = {"name": "slack", "channel": "C1"}
+    await store.save(thread)
+    monkeypatch.setattr(scripts, "run", _RunTwice(_THREAD_SCRIPTS[service][0]))
     thread.add_message(Message(role="user", content="round 0 #3"))
     await store.save(thread)
     assert thread.version == 2
+    # A retried write that moves the lookup members too.
+    thread.attributes["round"] = 1
+    thread.source["channel"] = "C2"
+    await store.save(thread)
+    assert thread.version == 3
     stored = await store.get("t")
     assert stored is not None
-    assert stored.version == 2
+    assert stored.version == 3
     assert [m.sequence for m in stored.messages] == [1, 2, 3, 4]
+    monkeypatch.undo()
+    assert [t.id for t in await store.list()] == ["t"]
+    assert [t.id for t in await store.find_by_attributes({"round": 1})] == ["t"]
+    assert await store.find_by_attributes({"round": 0}) == []
+    assert [t.id for t in await store.find_by_source("slack", {"channel": "C2"})] == ["t"]
+    assert await store.find_by_source("slack", {"channel": "C1"}) == []
+    backend = _backend(store)
+    await store.count()  # an index command: the last save's step 3 goes with it
+    assert await backend.client.zcard(backend._layout.list_key) == 1
+    assert await backend.client.scard(backend._layout.attribute_key("round", 0)) == 0
+    assert await backend.client.scard(backend._layout.attribute_key("round", 1)) == 1
 
 
+@pytest.mark.parametrize("service", ["redis", "redis_cluster"])
 async def test_a_retried_append_is_applied_once(
-    stores: list[ThreadStore], monkeypatch: pytest.MonkeyPatch
+    stores: list[ThreadStore], monkeypatch: pytest.MonkeyPatch, service: str
 ) -> None:
-    store = await _open(stores, service_url("redis"), namespace=fresh_namespace())
+    store = await _open(stores, service_url(service), namespace=fresh_namespace())
     await store.save(_thread("t", 3))
-    monkeypatch.setattr(scripts, "run", _RunTwice(scripts.APPEND))
+    monkeypatch.setattr(scripts, "run", _RunTwice(_THREAD_SCRIPTS[service][1]))
     added = await store.append("t", Message(role="user", content="a"), Message(role="user"))
     assert [m.sequence for m in added] == [4, 5]
     stored = await store.get("t")
     assert stored is not None
     assert stored.version == 2
     assert [m.sequence for m in stored.messages] == [1, 2, 3, 4, 5]
+    monkeypatch.undo()
+    assert [t.id for t in await store.list()] == ["t"]
+    backend = _backend(store)
+    assert await backend.client.zcard(backend._layout.list_key) == 1
 
 
 # -- crashed saves -------------------------------------------------------------------------------
@@ -374,8 +398,13 @@ async def test_entries_of_a_save_that_crashed_never_give_a_wrong_answer(
     assert await client.scard(keys.attribute_key("round", 7)) == 0
 
 
-async def test_a_stale_save_removes_its_own_entries(stores: list[ThreadStore]) -> None:
-    store = await _open(stores, service_url("redis"), namespace=fresh_namespace())
+@pytest.mark.parametrize("service", ["redis", "redis_cluster"])
+async def test_a_stale_save_removes_its_own_entries(
+    stores: list[ThreadStore], service: str
+) -> None:
+    """On a cluster it added them before the thread script refused it; on a standalone server
+    the one script that refused it added none."""
+    store = await _open(stores, service_url(service), namespace=fresh_namespace())
     backend = _backend(store)
     thread = await store.save(_thread("t", 1))
     copy = await store.get("t")
@@ -385,7 +414,7 @@ async def test_a_stale_save_removes_its_own_entries(stores: list[ThreadStore]) -
     copy.attributes["round"] = 2
     with pytest.raises(ConcurrencyError):
         await store.save(copy)
-    await store.count()  # an index command: the failed save's step 3 goes with it
+    await store.count()  # an index command: the failed save's step 3 (cluster) goes with it
     assert await backend.client.zcard(backend._layout.list_key) == 1
     assert await backend.client.scard(backend._layout.attribute_key("round", 2)) == 0
     assert await backend.client.scard(backend._layout.attribute_key("round", 0)) == 0
@@ -393,17 +422,6 @@ async def test_a_stale_save_removes_its_own_entries(stores: list[ThreadStore]) -
 
 
 # -- cost ----------------------------------------------------------------------------------------
-
-
-class _CountingConnection(Connection):
-    """A redis-py connection that records the name of every command it sends."""
-
-    sent: ClassVar[list[str]] = []
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-        _CountingConnection.sent.append(name.split()[0].upper())
-        return super().pack_command(*args)
 
 
 async def _one_more_message(store: ThreadStore, size: int, measure: Any) -> tuple[Any, Any]:
@@ -433,21 +451,20 @@ async def test_saving_one_more_message_sends_as_many_commands_for_10_and_1000_me
         stores,
         service_url("redis"),
         namespace=fresh_namespace(),
-        connection_class=_CountingConnection,
+        connection_class=CountingConnection,
     )
 
     @contextlib.asynccontextmanager
     async def measure() -> AsyncIterator[list[str]]:
-        _CountingConnection.sent.clear()
+        CountingConnection.sent.clear()
         sent: list[str] = []
         yield sent
-        sent += _CountingConnection.sent
+        sent += CountingConnection.sent
 
     save_10, read_10 = await _one_more_message(store, 10, measure)
     save_1000, read_1000 = await _one_more_message(store, 1000, measure)
-    # This save's index entries in one script with the previous save's step 3, then the thread
-    # script: two commands, whatever the size.
-    assert save_10 == save_1000 == ["EVALSHA", "EVALSHA"]
+    # The whole save, index entries included, in one script: one command, whatever the size.
+    assert save_10 == save_1000 == ["EVALSHA"]
     # A whole thread, messages included, in one round trip.
     assert read_10 == read_1000 == ["EVALSHA"]
 

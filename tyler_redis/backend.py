@@ -3,8 +3,10 @@
 ``redis://``, ``rediss://``, ``redis+cluster://`` and ``rediss+cluster://``. Everything
 about one thread lives in keys that share a hash tag, and ``write``/``append``/``delete`` are one
 Lua script each on that slot (see :mod:`tyler_redis.scripts`), so a thread is always stored whole
-in one version. Listing and lookups use index keys in the namespace's own slot; an operation
-keeps them in step in three scripts:
+in one version. Listing and lookups use index keys in the namespace's own slot. On a standalone
+server, where a script may touch keys of any slot, a save or an append is one script that also
+moves the thread's index entries: one round trip, and nothing is ever pending. On a cluster the
+index keys live in another slot, so an operation keeps them in step in three scripts:
 
 1. it records a pending token for the thread and adds the entries of its new state,
 2. it runs the thread script, which records that token's entries in the thread's header,
@@ -12,23 +14,25 @@ keeps them in step in three scripts:
    inside the backend's next index script (the next operation's step 1, or just before a
    listing or ``close``), so an operation costs two round trips.
 
-A thread with no pending token therefore has exactly one list entry, the one its header names,
-and a page of the list is read by rank: readers check against the headers only the threads that
-have pending tokens or may expire (:mod:`tyler_redis.listing`). Lookups check every hit (a hit
-counts only if the thread's header names it and the thread's values really match). So a crash
-between the steps leaves a pending token and harmless extra entries, never a wrong answer;
-readers clear them once they are older than :attr:`RedisBackend.stale_entry_grace` seconds
-(younger ones may belong to an operation in flight): that is also how entries of expired
-threads go.
+(Deletes take the three steps on both.) A thread with no pending token therefore has exactly one
+list entry, the one its header names, and a page of the list is read by rank: readers check
+against the headers only the threads that have pending tokens or may expire
+(:mod:`tyler_redis.listing`). Lookups check every hit (a hit counts only if the thread's header
+names it and the thread's values really match), so the lookup members a save replaced may go
+later, with the next index script, on both kinds of server; a save that changed only messages
+keeps them. So a crash between the steps leaves a pending token and harmless extra entries,
+never a wrong answer; readers clear them once they are older than
+:attr:`RedisBackend.stale_entry_grace` seconds (younger ones may belong to an operation in
+flight): that is also how entries of expired threads go.
 
-Every script can run twice without harm (a write whose reply was lost finds its own token in the
-header and reports success), so the client retries a command whose connection dropped. Keyword
-options the facade does not know (``client_name=...``, ``socket_timeout=...``, ``retry=...``)
-and the URL's own query parameters go to redis-py. With ``pool_size`` the standalone client
-uses a blocking pool of ``pool_size + max_overflow`` connections that waits ``pool_timeout``.
-Every key starts with ``<namespace>:``, so an ACL user needs the key pattern ``~<namespace>:*``
-and the commands of the scripts (``EVALSHA``, ``EVAL``, ``SCRIPT LOAD``, ``SCAN``, ``UNLINK``,
-``TIME``, ``PTTL``, ``SET``, hashes, sets and sorted sets).
+Every script can run twice without harm (a write whose reply was lost finds its own member in
+the header and reports success), so the client retries a command whose connection dropped.
+Keyword options the facade does not know (``client_name=...``, ``socket_timeout=...``,
+``retry=...``) and the URL's own query parameters go to redis-py. With ``pool_size`` the
+standalone client uses a blocking pool of ``pool_size + max_overflow`` connections that waits
+``pool_timeout``. Every key starts with ``<namespace>:``, so an ACL user needs the key pattern
+``~<namespace>:*`` and the commands of the scripts (``EVALSHA``, ``EVAL``, ``SCRIPT LOAD``,
+``SCAN``, ``UNLINK``, ``TIME``, ``PTTL``, ``SET``, hashes, sets and sorted sets).
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class RedisBackend(StorageBackend):
         self._cluster = cluster
         self._options = options
         self._layout = Layout(options.namespace)
+        #: Saves and appends as one script each, index entries included: possible on a
+        #: standalone server only (on a cluster the index keys live in another slot).
+        self._one_step = not cluster
         self._client: Any = None
         # Step 3 of finished operations, sent with this backend's next index command.
         self._unsettled: list[tuple[list[str], list[Any]]] = []
@@ -342,12 +349,24 @@ class RedisBackend(StorageBackend):
     @override
     async def write(self, changes: ThreadChanges) -> None:
         thread = changes.thread
-        suffixes = self._layout.lookup_suffixes(thread.attributes, thread.source)
+        # A save that changed only messages of the thread it checks (version and incarnation)
+        # keeps the stored header JSON and lookup members: no encoding, no lookup set touched.
+        keep = (
+            not changes.thread_changed
+            and not changes.full
+            and bool(changes.expected_version)
+            and changes.expected_incarnation is not None
+        )
+        if keep:
+            suffixes: list[str] = []
+            lookups, header = "keep", ""
+        else:
+            suffixes = self._layout.lookup_suffixes(thread.attributes, thread.source)
+            # One script can compare the stored lookup sets with these; two steps cannot.
+            lookups = "same" if self._one_step else "new"
+            header = layout.encode_header(thread)
         lookup_keys = [self._layout.key_of(s) for s in suffixes]
         list_prefix = layout.list_prefix(thread.id, changes.updated_at)
-        token = await self._begin(thread.id, list_prefix, lookup_keys)
-        list_member = list_prefix + token
-        lookup_member = layout.lookup_prefix(thread.id) + token
         ttl_ms = "" if changes.ttl is None else str(max(1, round(changes.ttl * 1000)))
 
         upserts = changes.messages if changes.full else (*changes.added, *changes.changed)
@@ -358,40 +377,96 @@ class RedisBackend(StorageBackend):
             "" if expected is None else str(expected),
             "" if not expected or expected_token is None else "=" + expected_token,
             changes.incarnation,
-            list_member,
-            lookup_member,
             layout.encode_suffixes(suffixes),
             str(changes.version),
             changes.updated_at.isoformat(),
-            layout.encode_header(thread),
+            header,
             ttl_ms,
             "1" if changes.full else "0",
+            lookups,
             len(removed),
             len(upserts),
             *removed,
         ]
-        for message in upserts:
-            args += [message.id, layout.encode_sequence(message.sequence)]
-            args.append(layout.encode_message(message))
+        args += [layout.encode_entry(message) for message in upserts]
+        if self._one_step:
+            reply = await self._write_at_once(thread.id, list_prefix, lookup_keys, args)
+        else:
+            reply = await self._write_in_steps(thread.id, list_prefix, lookup_keys, args, ttl_ms)
+        if reply[0] == b"ok":
+            return
+        if reply[0] == b"other":
+            raise ConcurrencyError(
+                f"thread {thread.id!r} was deleted and stored again since it was loaded: "
+                "reload it and save again"
+            )
+        raise ConcurrencyError(
+            f"thread {thread.id!r} is at version {reply[1].decode()}, "
+            f"not {expected}: reload it and save again"
+        )
+
+    async def _write_in_steps(
+        self,
+        thread_id: str,
+        list_prefix: bytes,
+        lookup_keys: list[str],
+        args: list[Any],
+        ttl_ms: str,
+    ) -> Any:
+        """A save on a cluster: index entries, thread script, and step 3 queued."""
+        token = await self._begin(thread_id, list_prefix, lookup_keys)
+        list_member = list_prefix + token
+        lookup_member = layout.lookup_prefix(thread_id) + token
         # If this fails, the write may or may not have happened: the pending token stays, so
         # readers check the thread against its header until they clear it.
-        reply = await self._run(scripts.WRITE, self._layout.thread_keys(thread.id), args)
+        keys = self._layout.thread_keys(thread_id)
+        reply = await self._run(scripts.WRITE, keys, [list_member, lookup_member, *args])
         if reply[0] != b"ok":
             # Not committed now, so our entries can go; but an earlier attempt whose reply was
             # lost may have been, and replaced entries nobody removed: unsure.
-            self._settle(thread.id, token, list_member, lookup_member, lookup_keys, unsure=True)
-            if reply[0] == b"other":
-                raise ConcurrencyError(
-                    f"thread {thread.id!r} was deleted and stored again since it was loaded: "
-                    "reload it and save again"
-                )
-            raise ConcurrencyError(
-                f"thread {thread.id!r} is at version {reply[1].decode()}, "
-                f"not {expected}: reload it and save again"
-            )
+            self._settle(thread_id, token, list_member, lookup_member, lookup_keys, unsure=True)
+            return reply
         old_list, old_lookup, old_suffixes = reply[1], reply[2], reply[3]
         old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(old_suffixes)]
-        self._settle(thread.id, token, old_list, old_lookup, old_keys, ttl_ms=ttl_ms)
+        self._settle(thread_id, token, old_list, old_lookup, old_keys, ttl_ms=ttl_ms)
+        return reply
+
+    def _at_once_call(
+        self, thread_id: str, extra_keys: list[str], head: list[Any], args: list[Any]
+    ) -> tuple[list[str], list[Any], list[tuple[list[str], list[Any]]]]:
+        """Keys and arguments of a one-step script, with the waiting step-3 records."""
+        waiting, self._unsettled = self._unsettled, []
+        settle_keys, settle_args = self._settle_call(waiting)
+        keys = [*settle_keys[:4], self._layout.format_key, *self._layout.thread_keys(thread_id)]
+        keys += extra_keys
+        keys += settle_keys[4:]
+        return keys, [*head, *args, *settle_args], waiting
+
+    async def _run_at_once(
+        self,
+        script: scripts.Script,
+        call: tuple[list[str], list[Any], list[tuple[list[str], list[Any]]]],
+    ) -> Any:
+        keys, args, waiting = call
+        try:
+            return await self._run(script, keys, args)
+        except _LOST:
+            self._unsettled[:0] = waiting  # they may not have run; they can run twice
+            raise
+
+    async def _write_at_once(
+        self, thread_id: str, list_prefix: bytes, lookup_keys: list[str], args: list[Any]
+    ) -> Any:
+        """A save on a standalone server: one script, one round trip."""
+        lookup_prefix = layout.lookup_prefix(thread_id)
+        head = [list_prefix, lookup_prefix, secrets.token_hex(6), len(lookup_keys), thread_id]
+        call = self._at_once_call(thread_id, lookup_keys, head, args)
+        reply = await self._run_at_once(scripts.WRITE_AND_INDEX, call)
+        if reply[0] == b"ok" and reply[2]:
+            # The replaced lookup members: removed with the next index script.
+            old_keys = [self._layout.key_of(s) for s in layout.decode_suffixes(reply[3])]
+            self._settle(thread_id, b"", b"", reply[2], old_keys)
+        return reply
 
     @override
     async def append(
@@ -402,19 +477,26 @@ class RedisBackend(StorageBackend):
         updated_at: datetime,
     ) -> list[Message]:
         list_prefix = layout.list_prefix(thread_id, updated_at)
-        token = await self._begin(thread_id, list_prefix, [])
-        list_member = list_prefix + token
-        args: list[Any] = [list_member, updated_at.isoformat(), len(messages)]
-        args += [m.id for m in messages]
-        args += [layout.encode_message(m) for m in messages]
-        reply = await self._run(scripts.APPEND, self._layout.thread_keys(thread_id), args)
+        args: list[Any] = [updated_at.isoformat(), len(messages)]
+        args += [f"{m.id}\0{layout.encode_message(m)}" for m in messages]
+        if not self._one_step:
+            token = await self._begin(thread_id, list_prefix, [])
+            list_member = list_prefix + token
+            keys = self._layout.thread_keys(thread_id)
+            reply = await self._run(scripts.APPEND, keys, [list_member, *args])
+            if reply[0] == b"ok":
+                self._settle(thread_id, token, reply[2], b"", [], ttl_ms=reply[3])
+            else:
+                self._settle(thread_id, token, list_member, b"", [], unsure=True)
+        else:
+            head = [list_prefix, secrets.token_hex(6), thread_id]
+            call = self._at_once_call(thread_id, [], head, args)
+            reply = await self._run_at_once(scripts.APPEND_AND_INDEX, call)
         status = reply[0]
         if status != b"ok":
-            self._settle(thread_id, token, list_member, b"", [], unsure=True)
             if status == b"missing":
                 raise ThreadNotFoundError(f"no thread {thread_id!r}")
             raise ValueError(f"thread {thread_id!r} already has a message {reply[1].decode()!r}")
-        self._settle(thread_id, token, reply[2], b"", [], ttl_ms=reply[3])
         first = int(reply[1])
         added = []
         for offset, message in enumerate(messages):

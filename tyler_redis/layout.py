@@ -116,9 +116,10 @@ def encode_message(message: Message) -> str:
     return message.model_dump_json(exclude={"sequence"})
 
 
-def encode_sequence(sequence: int | None) -> str:
-    """A sequence as 20 zero-padded digits, so byte order is numeric order."""
-    return f"{sequence or 0:020d}"
+def encode_entry(message: Message) -> str:
+    """A message as a write sends it: its 20-digit sequence and id (its member of the sequence
+    order), NUL (no id holds one), and its JSON."""
+    return f"{message.sequence or 0:020d}{message.id}\0{encode_message(message)}"
 
 
 def encode_suffixes(suffixes: list[str]) -> str:

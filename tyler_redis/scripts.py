@@ -3,7 +3,9 @@
 Each thread-level script touches only the keys of one thread (they share a hash tag, so one slot
 on a cluster) and runs atomically: a script ran whole or not at all, whatever happens to the
 connection. The index scripts touch only the namespace's index keys (which share the hash tag
-``{namespace}``, so one slot too).
+``{namespace}``, so one slot too). On a standalone server a save or an append is one script that
+touches both (:data:`WRITE_AND_INDEX`, :data:`APPEND_AND_INDEX`): the thread half and the index
+half of the cluster's scripts, as Lua functions both call.
 
 Layout of one thread (``<tag>`` is ``<namespace>:t:{<escaped thread id>}``):
 
@@ -11,7 +13,8 @@ Layout of one thread (``<tag>`` is ``<namespace>:t:{<escaped thread id>}``):
   own fields as JSON, ``n`` its incarnation token (absent on threads stored before tokens
   existed), ``lm`` its current member of the list index, ``am`` its current member of the
   lookup sets, ``ix`` the lookup sets it is in (JSON), ``pl``/``pa``/``px`` the same three of
-  the state the last write replaced (so a retried write can still remove them), ``ttl``
+  the state the last write replaced (so a retried write can still remove them; ``pa`` and
+  ``px`` are empty when the write kept its lookup members), ``ttl``
   milliseconds it was last written with, ``la`` the first sequence of its last append.
 * ``<tag>:m`` hash, message id -> message JSON (without its sequence).
 * ``<tag>:q`` hash, message id -> sequence, 20 digits zero-padded.
@@ -36,7 +39,8 @@ The index keys (``<index>`` is ``<namespace>:{<namespace>}``):
 * one set per attribute or source value, of members ``<id>NUL<token>``.
 
 A token is stamped by the index node's clock (``TIME``): ten digits of seconds, six of
-microseconds, twelve random hex digits. A header names the members of its committed state.
+microseconds, twelve random hex digits (the client's, so a retried one-step script, which
+stamps again, still recognises its own write). A header names the members of its committed state.
 Every thread without a pending token has exactly one list member, the one its header names
 (unless it is due to expire): that is what lets a reader take a page by rank.
 """
@@ -53,6 +57,7 @@ from redis.exceptions import NoScriptError
 
 __all__ = [
     "APPEND",
+    "APPEND_AND_INDEX",
     "DELETE",
     "INDEX_ADD",
     "INDEX_LIST",
@@ -64,6 +69,7 @@ __all__ = [
     "SCRIPTS",
     "TOKEN_LENGTH",
     "WRITE",
+    "WRITE_AND_INDEX",
     "Script",
     "run",
 ]
@@ -97,81 +103,147 @@ async def run(client: Any, script: Script, keys: Sequence[str], args: Sequence[A
         return await client.eval(script.source, len(keys), *keys, *args)
 
 
-# Write a thread: version and incarnation checks and every change in one step.
-# KEYS: h m q s. ARGV: expected version ('' = no check), expected incarnation ('' = no check,
-# else '=' .. token), incarnation to store if this write creates or replaces the thread, lm,
-# am, ix, version, updated_at, header JSON, ttl ms ('' = none), full ('1'/'0'), number of
-# removed ids, number of upserts, then the removed ids, then (id, 20-digit sequence, JSON) per
-# upsert. Replies {'ok', replaced lm, replaced am, replaced ix}, {'stale', stored version} or
-# {'other'} (the stored thread is another incarnation).
-WRITE = Script(
-    "write",
-    """
-local h, m, q, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local cur = redis.call('HMGET', h, 'v', 'lm', 'am', 'ix', 'n', 'pl', 'pa', 'px')
-if cur[2] and cur[2] == ARGV[4] then
-  -- A retry of this very write (its reply was lost): it is already applied.
-  return {'ok', cur[6] or '', cur[7] or '', cur[8] or ''}
+# The thread half of a save and of an append, as Lua functions: the scripts below call them
+# either alone (a cluster, where the index keys live in another slot) or together with the index
+# changes (a standalone server, where one script may touch every key).
+_THREAD = """
+local function same_operation(stored, member)
+  -- A retry of the operation that wrote `member` (its reply was lost) finds it in the header:
+  -- the same place and the same random part (the time may differ: a one-step script stamps
+  -- each attempt itself).
+  if not stored or #stored ~= #member then return false end
+  local n = #member
+  return string.sub(stored, -12) == string.sub(member, -12)
+    and string.sub(stored, 1, n - 28) == string.sub(member, 1, n - 28)
 end
-local stored = cur[1] or '0'
-if ARGV[1] ~= '' and stored ~= ARGV[1] then
-  return {'stale', stored}
+-- One command per key for many fields or members (each call from Lua costs as much as a small
+-- command), in slices that stay within Lua's stack.
+local function batched(command, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
 end
--- An update of a stored thread (a positive expected version that matched) keeps its token;
--- a write that creates the thread or replaces it unchecked stores a new one.
-local update = ARGV[1] ~= '' and ARGV[1] ~= '0'
--- A thread stored before tokens existed has none: only an object without one (which sends no
--- expected token) may update it.
-if update and ARGV[2] ~= '' and (not cur[5] or '=' .. cur[5] ~= ARGV[2]) then
-  return {'other'}
+local function hmget(key, fields)
+  local values = {}
+  for i = 1, #fields, 1000 do
+    local got = redis.call('HMGET', key, unpack(fields, i, math.min(i + 999, #fields)))
+    for k = 1, #got do values[i + k - 1] = got[k] end
+  end
+  return values
 end
-local removed = tonumber(ARGV[12])
-local upserts = tonumber(ARGV[13])
-if ARGV[11] == '1' then
-  redis.call('DEL', m, q, s)
-else
-  for i = 14, 13 + removed do
-    local id = ARGV[i]
-    local seq = redis.call('HGET', q, id)
-    if seq then
-      redis.call('ZREM', s, seq .. id)
-      redis.call('HDEL', q, id)
-      redis.call('HDEL', m, id)
+local function expire_all(h, m, q, s, ttl, had_ttl)
+  if ttl ~= '' then
+    for _, key in ipairs({h, m, q, s}) do redis.call('PEXPIRE', key, ttl) end
+  elseif had_ttl then
+    -- Without a ttl stored, no key of the thread has one: nothing to undo.
+    redis.call('HDEL', h, 'ttl')
+    for _, key in ipairs({h, m, q, s}) do redis.call('PERSIST', key) end
+  end
+end
+
+-- Write a thread: version and incarnation checks and every change in one step. lm, am: its new
+-- list and lookup members. ARGV from `a` on: expected version ('' = no check), expected
+-- incarnation ('' = no check, else '=' .. token), incarnation to store if this write creates or
+-- replaces the thread, ix, version, updated_at, header JSON ('' = unchanged), ttl ms ('' =
+-- none), full ('1'/'0'), lookups ('new': store am and ix; 'same': keep the stored am when the
+-- stored ix equals this one; 'keep': keep am and ix), number of removed ids, number of upserts,
+-- then the removed ids, then one <20-digit sequence><id>NUL<JSON> per upsert (ids hold no NUL).
+-- Returns {'ok', replaced
+-- lm, replaced am ('' = none, or lookups kept), replaced ix, 'new'|'kept'|'again' (a retry of
+-- a write already applied)}, {'stale', stored version} or {'other'} (another incarnation).
+local function write_thread(h, m, q, s, a, lm, am)
+  local cur = redis.call('HMGET', h, 'v', 'lm', 'am', 'ix', 'n', 'pl', 'pa', 'px', 'ttl')
+  if same_operation(cur[2], lm) then
+    return {'ok', cur[6] or '', cur[7] or '', cur[8] or '', 'again'}
+  end
+  local expected = ARGV[a]
+  local stored = cur[1] or '0'
+  if expected ~= '' and stored ~= expected then
+    return {'stale', stored}
+  end
+  -- An update of a stored thread (a positive expected version that matched) keeps its token;
+  -- a write that creates the thread or replaces it unchecked stores a new one.
+  local update = expected ~= '' and expected ~= '0'
+  -- A thread stored before tokens existed has none: only an object without one (which sends no
+  -- expected token) may update it.
+  if update and ARGV[a + 1] ~= '' and (not cur[5] or '=' .. cur[5] ~= ARGV[a + 1]) then
+    return {'other'}
+  end
+  local full = ARGV[a + 8] == '1'
+  local removed = tonumber(ARGV[a + 10])
+  local upserts = tonumber(ARGV[a + 11])
+  if full then
+    redis.call('DEL', m, q, s)
+  elseif removed > 0 then
+    local ids = {}
+    for i = 1, removed do ids[i] = ARGV[a + 11 + i] end
+    local seqs = hmget(q, ids)
+    local gone, members = {}, {}
+    for k, id in ipairs(ids) do
+      if seqs[k] then
+        gone[#gone + 1] = id
+        members[#members + 1] = seqs[k] .. id
+      end
+    end
+    if #gone > 0 then
+      batched('ZREM', s, members)
+      batched('HDEL', q, gone)
+      batched('HDEL', m, gone)
     end
   end
-end
-local base = 14 + removed
-for j = 0, upserts - 1 do
-  local id, seq = ARGV[base + 3 * j], ARGV[base + 3 * j + 1]
-  local old = redis.call('HGET', q, id)
-  if old ~= seq then
-    if old then redis.call('ZREM', s, old .. id) end
-    redis.call('HSET', q, id, seq)
-    redis.call('ZADD', s, 0, seq .. id)
+  if upserts > 0 then
+    local base = a + 11 + removed
+    local ids, entries, documents = {}, {}, {}
+    for j = 1, upserts do
+      local arg = ARGV[base + j]
+      local nul = string.find(arg, '\\0', 21, true)
+      entries[j] = string.sub(arg, 1, nul - 1)
+      ids[j] = string.sub(arg, 21, nul - 1)
+      documents[2 * j - 1], documents[2 * j] = ids[j], string.sub(arg, nul + 1)
+    end
+    local olds = {}
+    if not full then olds = hmget(q, ids) end
+    local moved, sequences, members = {}, {}, {}
+    for j = 1, upserts do
+      local id, seq = ids[j], string.sub(entries[j], 1, 20)
+      local old = olds[j]
+      if old ~= seq then
+        if old then moved[#moved + 1] = old .. id end
+        sequences[#sequences + 1] = id
+        sequences[#sequences + 1] = seq
+        members[#members + 1] = 0
+        members[#members + 1] = entries[j]
+      end
+    end
+    batched('ZREM', s, moved)
+    batched('HSET', q, sequences)
+    batched('ZADD', s, members)
+    batched('HSET', m, documents)
   end
-  redis.call('HSET', m, id, ARGV[base + 3 * j + 2])
+  local lookups = ARGV[a + 9]
+  local keep = lookups == 'keep' or (lookups == 'same' and cur[3] and cur[4] == ARGV[a + 3])
+  local pl, pa, px = cur[2] or '', '', ''
+  local fields = {'v', ARGV[a + 4], 'u', ARGV[a + 5], 'lm', lm, 'pl', pl}
+  local function put(name, value)
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+  if not keep then
+    pa, px = cur[3] or '', cur[4] or ''
+    put('am', am)
+    put('ix', ARGV[a + 3])
+  end
+  put('pa', pa)
+  put('px', px)
+  if ARGV[a + 6] ~= '' then put('d', ARGV[a + 6]) end
+  if not update then put('n', ARGV[a + 2]) end
+  if ARGV[a + 7] ~= '' then put('ttl', ARGV[a + 7]) end
+  redis.call('HSET', h, unpack(fields))
+  expire_all(h, m, q, s, ARGV[a + 7], cur[9])
+  if keep then return {'ok', pl, pa, px, 'kept'} end
+  return {'ok', pl, pa, px, 'new'}
 end
-local pl, pa, px = cur[2] or '', cur[3] or '', cur[4] or ''
-redis.call('HSET', h, 'v', ARGV[7], 'u', ARGV[8], 'd', ARGV[9], 'lm', ARGV[4], 'am', ARGV[5],
-           'ix', ARGV[6], 'pl', pl, 'pa', pa, 'px', px)
-if not update then redis.call('HSET', h, 'n', ARGV[3]) end
-if ARGV[10] ~= '' then
-  redis.call('HSET', h, 'ttl', ARGV[10])
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[10]) end
-else
-  redis.call('HDEL', h, 'ttl')
-  for _, key in ipairs(KEYS) do redis.call('PERSIST', key) end
-end
-return {'ok', pl, pa, px}
-""",
-)
 
-# Append messages server-side: sequences from the highest + 1, version + 1, expiry restarted.
-# KEYS: h m q s. ARGV: lm, updated_at, n, then n ids, then n message JSONs. Replies {'ok',
-# first sequence, replaced lm, ttl ms or ''}, {'missing'} or {'exists', message id}.
-APPEND = Script(
-    "append",
-    """
 local function increment(digits)
   local out, carry = {}, 1
   for i = #digits, 1, -1 do
@@ -181,31 +253,69 @@ local function increment(digits)
   end
   return table.concat(out)
 end
-local cur = redis.call('HMGET', KEYS[1], 'lm', 'ttl', 'la', 'pl')
-if not cur[1] then return {'missing'} end
-if cur[1] == ARGV[1] then return {'ok', cur[3], cur[4] or '', cur[2] or ''} end
-local n = tonumber(ARGV[3])
-for i = 1, n do
-  if redis.call('HEXISTS', KEYS[2], ARGV[3 + i]) == 1 then return {'exists', ARGV[3 + i]} end
+
+-- Append messages server-side: sequences from the highest + 1, version + 1, expiry restarted.
+-- lm: the thread's new list member. ARGV from `a` on: updated_at, n, then one <id>NUL<JSON> per
+-- message. Returns {'ok', first sequence, replaced lm, ttl ms or '', 'new'|'again'},
+-- {'missing'} or {'exists', message id}.
+local function append_messages(h, m, q, s, a, lm)
+  local cur = redis.call('HMGET', h, 'lm', 'ttl', 'la', 'pl')
+  if not cur[1] then return {'missing'} end
+  if same_operation(cur[1], lm) then return {'ok', cur[3], cur[4] or '', cur[2] or '', 'again'} end
+  local n = tonumber(ARGV[a + 1])
+  local ids, documents = {}, {}
+  for i = 1, n do
+    local arg = ARGV[a + 1 + i]
+    local nul = string.find(arg, '\\0', 1, true)
+    ids[i] = string.sub(arg, 1, nul - 1)
+    documents[2 * i - 1], documents[2 * i] = ids[i], string.sub(arg, nul + 1)
+  end
+  -- The sequence hash holds the same ids as the message hash, with short values.
+  local taken = hmget(q, ids)
+  for i = 1, n do
+    if taken[i] then return {'exists', ids[i]} end
+  end
+  local top = redis.call('ZRANGE', s, '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
+  local seq = '00000000000000000000'
+  if top[1] then seq = string.sub(top[1], 1, 20) end
+  local first = ''
+  local sequences, members = {}, {}
+  for i = 1, n do
+    seq = increment(seq)
+    if i == 1 then first = seq end
+    local id = ids[i]
+    sequences[2 * i - 1], sequences[2 * i] = id, seq
+    members[2 * i - 1], members[2 * i] = 0, seq .. id
+  end
+  batched('HSET', m, documents)
+  batched('HSET', q, sequences)
+  batched('ZADD', s, members)
+  redis.call('HINCRBY', h, 'v', 1)
+  redis.call('HSET', h, 'u', ARGV[a], 'lm', lm, 'la', first, 'pl', cur[1])
+  if cur[2] then
+    for _, key in ipairs({h, m, q, s}) do redis.call('PEXPIRE', key, cur[2]) end
+  end
+  return {'ok', first, cur[1], cur[2] or '', 'new'}
 end
-local top = redis.call('ZRANGE', KEYS[4], '+', '-', 'BYLEX', 'REV', 'LIMIT', 0, 1)
-local seq = '00000000000000000000'
-if top[1] then seq = string.sub(top[1], 1, 20) end
-local first = ''
-for i = 1, n do
-  seq = increment(seq)
-  if i == 1 then first = seq end
-  local id = ARGV[3 + i]
-  redis.call('HSET', KEYS[2], id, ARGV[3 + n + i])
-  redis.call('HSET', KEYS[3], id, seq)
-  redis.call('ZADD', KEYS[4], 0, seq .. id)
-end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-redis.call('HSET', KEYS[1], 'u', ARGV[2], 'lm', ARGV[1], 'la', first, 'pl', cur[1])
-if cur[2] then
-  for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, cur[2]) end
-end
-return {'ok', first, cur[1], cur[2] or ''}
+"""
+
+# Step 2 of a save on a cluster. KEYS: h m q s. ARGV: lm, am, then the arguments of
+# write_thread. Replies as write_thread.
+WRITE = Script(
+    "write",
+    _THREAD
+    + """
+return write_thread(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 3, ARGV[1], ARGV[2])
+""",
+)
+
+# Step 2 of an append on a cluster. KEYS: h m q s. ARGV: lm, then the arguments of
+# append_messages. Replies as append_messages.
+APPEND = Script(
+    "append",
+    _THREAD
+    + """
+return append_messages(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 2, ARGV[1])
 """,
 )
 
@@ -341,6 +451,86 @@ INDEX_SETTLE = Script(
     + """
 settle(2, 5, tonumber(ARGV[1]))
 return 1
+""",
+)
+
+# The index half of a one-step save or append on a standalone server: the thread now has the
+# list member `lm` (`chunk` in <index>:i) instead of `old`, and expires `ttl` ms after `token`
+# was stamped. KEYS[1..5] are l i p e v.
+_MOVE = """
+local function move_member(id, lm, chunk, old, ttl, token)
+  -- A new index starts in this format; one written by an older release waits for its upgrade.
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[5], '1') end
+  redis.call('ZADD', KEYS[1], 0, lm)
+  local chunks = redis.call('HGET', KEYS[2], id) or ''
+  if old ~= '' and old ~= lm then
+    redis.call('ZREM', KEYS[1], old)
+    local at = find_chunk(chunks, chunk_of(old), 48)
+    if at then chunks = string.sub(chunks, 1, at - 1) .. string.sub(chunks, at + 48) end
+  end
+  if not find_chunk(chunks, chunk, 48) then chunks = chunks .. chunk end
+  redis.call('HSET', KEYS[2], id, chunks)
+  if ttl ~= '' then
+    redis.call('ZADD', KEYS[4], 'LT', num(stamp(token) + tonumber(ttl)), id)
+  end
+end
+local function new_token(random)
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2])) .. random
+end
+"""
+
+# A whole save on a standalone server, the three steps in one script (one server holds every
+# key, so nothing is pending in between): step 3 of earlier operations, the version check and
+# the thread write, the list member moved and the lookup members added. The lookup members of
+# the replaced state are removed later, by the next index script (readers check every lookup
+# hit). KEYS: l i p e v h m q s, then the new lookup sets, then those of the step-3 records.
+# ARGV: list prefix (20 digits, id, NUL), lookup-member prefix, 12 random hex digits, number of
+# new lookup sets, thread id, the arguments of write_thread (from ARGV[6]), then the number of
+# step-3 records and the records (INDEX_SETTLE). Replies as write_thread.
+WRITE_AND_INDEX = Script(
+    "write_and_index",
+    _CHUNKS
+    + _SETTLE
+    + _THREAD
+    + _MOVE
+    + """
+local n = tonumber(ARGV[4])
+local after = 18 + tonumber(ARGV[16]) + tonumber(ARGV[17])
+settle(after + 1, 10 + n, tonumber(ARGV[after]))
+local id = ARGV[5]
+local token = new_token(ARGV[3])
+local lm, am = ARGV[1] .. token, ARGV[2] .. token
+local reply = write_thread(KEYS[6], KEYS[7], KEYS[8], KEYS[9], 6, lm, am)
+if reply[1] ~= 'ok' or reply[5] == 'again' then return reply end
+move_member(id, lm, string.sub(ARGV[1], 1, 20) .. token, reply[2], ARGV[13], token)
+if reply[5] == 'new' then
+  for i = 10, 9 + n do redis.call('SADD', KEYS[i], am) end
+end
+return reply
+""",
+)
+
+# A whole append on a standalone server in one script (see WRITE_AND_INDEX). KEYS: l i p e v h
+# m q s, then the lookup sets of the step-3 records. ARGV: list prefix, 12 random hex digits,
+# thread id, the arguments of append_messages (from ARGV[4]), then the number of step-3 records
+# and the records. Replies as append_messages.
+APPEND_AND_INDEX = Script(
+    "append_and_index",
+    _CHUNKS
+    + _SETTLE
+    + _THREAD
+    + _MOVE
+    + """
+local after = 6 + tonumber(ARGV[5])
+settle(after + 1, 10, tonumber(ARGV[after]))
+local id = ARGV[3]
+local token = new_token(ARGV[2])
+local lm = ARGV[1] .. token
+local reply = append_messages(KEYS[6], KEYS[7], KEYS[8], KEYS[9], 4, lm)
+if reply[1] ~= 'ok' or reply[5] == 'again' then return reply end
+move_member(id, lm, string.sub(ARGV[1], 1, 20) .. token, reply[3], reply[4], token)
+return reply
 """,
 )
 
@@ -495,6 +685,8 @@ return removed
 SCRIPTS = (
     WRITE,
     APPEND,
+    WRITE_AND_INDEX,
+    APPEND_AND_INDEX,
     READ,
     DELETE,
     INDEX_ADD,
