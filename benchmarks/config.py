@@ -97,7 +97,7 @@ class Sizes:
 
 FULL = Sizes(
     w1_lengths=(10, 100, 1000),
-    w1_ops=15,
+    w1_ops=41,
     w2_lengths=(100, 1000),
     reads=9,
     w3_threads=10_000,
