@@ -5,6 +5,7 @@ atomic saves that fail half-way, connection failures, URL schemes, pool and SQLi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -119,7 +120,11 @@ DIALECTS = ["postgres_asyncpg", "postgres_psycopg", "mariadb", "sqlite_file", "s
 @pytest.fixture(params=DIALECTS)
 def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """One URL per dialect and driver."""
-    name = request.param
+    return dialect_url(request.param, tmp_path)
+
+
+def dialect_url(name: str, tmp_path: Path) -> str:
+    """The URL of one of :data:`DIALECTS` (a SQLite file goes in ``tmp_path``)."""
     if name == "postgres_asyncpg":
         return service_url("postgres")
     if name == "postgres_psycopg":
@@ -131,17 +136,24 @@ def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "sqlite://"
 
 
-@pytest_asyncio.fixture(loop_scope="function")
-async def sql_store(sql_url: str) -> AsyncIterator[ThreadStore]:
-    """A store on a fresh namespace of each dialect, dropped afterwards."""
+@contextlib.asynccontextmanager
+async def fresh_store(url: str) -> AsyncIterator[ThreadStore]:
+    """A store on a fresh namespace of ``url``, dropped afterwards."""
     namespace = fresh_namespace()
-    store = await ThreadStore.create(sql_url, namespace=namespace)
+    store = await ThreadStore.create(url, namespace=namespace)
     try:
         yield store
     finally:
         await store.close()
-        if not sql_url.startswith("sqlite"):
-            await drop_namespaces(sql_url, [namespace])
+        if not url.startswith("sqlite"):
+            await drop_namespaces(url, [namespace])
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def sql_store(sql_url: str) -> AsyncIterator[ThreadStore]:
+    """A store on a fresh namespace of each dialect, dropped afterwards."""
+    async with fresh_store(sql_url) as store:
+        yield store
 
 
 class StatementCounter:

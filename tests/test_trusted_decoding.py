@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 from tyler_core import Attachment, Message, Thread, models, set_incarnation
 from tyler_core.jsonvalues import INT64_MAX, INT64_MIN
-from tyler_core.models import TRUSTED
+from tyler_core.models import TRUSTED, decode_trusted_messages
 
 _STAMP = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -89,6 +89,20 @@ def test_trusted_messages_equal_fully_validated_ones(message: Message) -> None:
     assert trusted == message and repr(trusted) == repr(message)
     assert trusted.timestamp.tzinfo is UTC
     assert all(type(a) is Attachment for a in trusted.attachments)
+
+
+def test_a_list_of_trusted_messages_decodes_as_each_one_does() -> None:
+    documents = [message.model_dump_json() for message in MESSAGES]
+    decoded = decode_trusted_messages("[" + ",".join(documents) + "]")
+    assert len(decoded) == len(MESSAGES)
+    for document, message in zip(documents, decoded, strict=True):
+        one = Message.model_validate_json(document, context=TRUSTED)
+        assert_same(message, one)
+        assert message.__pydantic_fields_set__ == one.__pydantic_fields_set__
+        assert message.timestamp.tzinfo is UTC
+    assert decode_trusted_messages("[]") == []
+    with pytest.raises(ValidationError):  # types and the model's invariant still hold
+        decode_trusted_messages('[{"role": "user"}, {"role": "tool", "content": "x"}]')
 
 
 @pytest.mark.parametrize(

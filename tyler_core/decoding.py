@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import CoreConfig, SchemaValidator
 
-__all__ = ["trusted_validator"]
+__all__ = ["trusted_list_validator", "trusted_validator"]
 
 _FUNCTION_VALIDATORS = frozenset({"function-after", "function-before", "function-wrap"})
 _DATA_KEYS = frozenset({"default", "metadata"})  # values in a core schema that are no schemas
@@ -37,6 +37,17 @@ def trusted_validator(model: type[BaseModel]) -> SchemaValidator:
     schema = _without_info_validators(model.__pydantic_core_schema__)
     # The title heads a ValidationError's message: the model's, as with its own validator.
     return SchemaValidator(schema, CoreConfig(title=model.__pydantic_validator__.title))
+
+
+def trusted_list_validator(model: type[BaseModel]) -> SchemaValidator:
+    """A validator of a list of ``model`` (a JSON array, say), each item validated as
+    :func:`trusted_validator`'s validator validates one: a whole list in one call."""
+    schema = _without_info_validators(model.__pydantic_core_schema__)
+    if schema.get("type") == "definitions":  # the references stay at the top
+        schema = {**schema, "schema": {"type": "list", "items_schema": schema["schema"]}}
+    else:
+        schema = {"type": "list", "items_schema": schema}
+    return SchemaValidator(schema, CoreConfig(title=f"list[{model.__name__}]"))
 
 
 def _without_info_validators(schema: Any) -> Any:

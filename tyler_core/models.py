@@ -27,7 +27,7 @@ from pydantic.config import ExtraValues
 from pydantic_core import SchemaValidator
 from typing_extensions import override
 
-from tyler_core.decoding import trusted_validator
+from tyler_core.decoding import trusted_list_validator, trusted_validator
 from tyler_core.jsonvalues import INT64_MAX, check_json_value, check_text
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Message",
     "Role",
     "Thread",
+    "decode_trusted_messages",
     "new_incarnation",
     "set_incarnation",
     "to_utc",
@@ -357,6 +358,17 @@ class Thread(_Model):
 _TRUSTED_VALIDATORS: dict[type[_Model], SchemaValidator] = {
     model: trusted_validator(model) for model in (Message, Thread)
 }
+
+
+_TRUSTED_MESSAGE_LIST = trusted_list_validator(Message)
+
+
+def decode_trusted_messages(documents: str | bytes) -> list[Message]:
+    """The messages of a JSON array of message documents this library wrote (see
+    :data:`TRUSTED`): what ``Message.model_validate_json(document, context=TRUSTED)`` gives for
+    each, in one call for the whole array."""
+    messages: list[Message] = _TRUSTED_MESSAGE_LIST.validate_json(documents)
+    return messages
 
 
 def new_incarnation() -> str:

