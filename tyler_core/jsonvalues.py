@@ -84,19 +84,19 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# Built once: json.dumps with options builds an encoder on every call.
+_encode_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of a value: equal texts mean equal values under rule 7.
 
     Type-strict (``1 != "1"``, ``True != 1``), numbers by value (``1 == 1.0``), objects regardless
     of key order, strings exactly. Backends store and compare this text for attribute lookups.
     """
-    return json.dumps(
-        _canonical(value),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    return _encode_canonical(_canonical(value))
 
 
 def json_equal(left: Any, right: Any) -> bool:

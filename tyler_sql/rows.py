@@ -27,13 +27,17 @@ ATTRIBUTE = "attribute"
 SOURCE = "source"
 
 
+# Built once: json.dumps with options builds an encoder on every call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def key_digest(kind: str, key: str, value: Any) -> str:
     """The lookup digest of one top-level key: SHA-256 of ``[kind, key, canonical value]``.
 
     The JSON array makes the encoding unambiguous, and canonical JSON makes equal values (rule 7:
     type-strict, numbers by value, objects regardless of key order) share one digest.
     """
-    encoded = json.dumps([kind, key, canonical_json(value)], ensure_ascii=False)
+    encoded = _encode([kind, key, canonical_json(value)])
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -45,7 +49,7 @@ def source_digest(name: str | None, key: str, value: Any) -> str:
     Covering the name makes this one digest as selective as the source name and the property
     together: a lookup by both reads only the threads that have both.
     """
-    encoded = json.dumps([SOURCE, name, key, canonical_json(value)], ensure_ascii=False)
+    encoded = _encode([SOURCE, name, key, canonical_json(value)])
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
