@@ -244,6 +244,36 @@ def test_without_opentelemetry_the_store_works_and_imports_none_of_it() -> None:
     assert result.stdout.strip() == "ok"
 
 
+def test_spans_begin_once_a_tracer_provider_is_configured_after_the_store_ran() -> None:
+    # Operations before any provider is set make no span at all; the first one after it does.
+    # (A subprocess: OpenTelemetry takes one global provider per process.)
+    code = (
+        "import asyncio\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+        "    InMemorySpanExporter,\n"
+        ")\n"
+        "from tyler_core import ThreadStore, Thread\n"
+        "exporter = InMemorySpanExporter()\n"
+        "async def main():\n"
+        "    async with await ThreadStore.create() as store:\n"
+        "        await store.save(Thread(id='before'))\n"
+        "        provider = TracerProvider()\n"
+        "        provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "        trace.set_tracer_provider(provider)\n"
+        "        await store.get('before')\n"
+        "asyncio.run(main())\n"
+        "print(sorted(s.name for s in exporter.get_finished_spans()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['tyler.get']"
+
+
 def test_importing_tyler_core_does_not_import_opentelemetry() -> None:
     code = "import sys, tyler_core; print('opentelemetry' in sys.modules)"
     result = subprocess.run(
