@@ -29,6 +29,8 @@ _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 def check_text(value: str, what: str = "string") -> str:
     """Refuse NUL characters and lone surrogates, which no backend stores intact."""
+    if value.isascii() and "\x00" not in value:  # ASCII (a flag, no scan): no surrogates
+        return value
     match = _BAD_CHARS.search(value)
     if match is not None:
         char = match.group()
@@ -44,11 +46,32 @@ def check_json_value(value: Any, what: str = "value", _depth: int = 1) -> Any:
         ValueError: on NaN or infinities, integers outside signed 64 bits, strings with NUL
             or lone surrogates, nesting deeper than :data:`MAX_DEPTH`, or any non-JSON type.
     """
-    if value is None or value is True or value is False:
-        return value
     kind = type(value)
+    if kind is dict or kind is list:
+        if _depth > MAX_DEPTH:
+            raise ValueError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+        if kind is dict:
+            for key in value:
+                if type(key) is not str:
+                    raise ValueError(f"{what} has a non-string key {key!r}")
+                if not key.isascii() or "\x00" in key:
+                    check_text(key, f"a key of {what}")
+            items = value.values()
+        else:
+            items = value
+        # Strings, None and booleans, the most common items, are checked here without a call.
+        for item in items:
+            item_kind = type(item)
+            if item_kind is str:
+                if not item.isascii() or "\x00" in item:
+                    check_text(item, what)
+            elif item is not None and item_kind is not bool:
+                check_json_value(item, what, _depth + 1)
+        return value
     if kind is str:
         return check_text(value, what)
+    if value is None or kind is bool:
+        return value
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
             raise ValueError(f"{what} holds an integer outside signed 64 bits: {value}")
@@ -56,19 +79,6 @@ def check_json_value(value: Any, what: str = "value", _depth: int = 1) -> Any:
     if kind is float:
         if not math.isfinite(value):
             raise ValueError(f"{what} holds {value!r}, which is not a JSON number")
-        return value
-    if kind is dict or kind is list:
-        if _depth > MAX_DEPTH:
-            raise ValueError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-        if kind is dict:
-            for key, item in value.items():
-                if type(key) is not str:
-                    raise ValueError(f"{what} has a non-string key {key!r}")
-                check_text(key, f"a key of {what}")
-                check_json_value(item, what, _depth + 1)
-        else:
-            for item in value:
-                check_json_value(item, what, _depth + 1)
         return value
     raise ValueError(f"{what} holds a {kind.__name__}, which is not a JSON value")
 
