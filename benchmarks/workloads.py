@@ -83,8 +83,10 @@ async def save_all(
 
 async def w1(ctx: Context) -> None:
     """Grow one thread by one message and save, at each length; the baseline inserts the message
-    and updates the thread row in one transaction."""
+    and updates the thread row in one transaction. Then the same growth through
+    ``store.append`` (informational: the targets are the save's)."""
     sizes = ctx.sizes
+    appended: dict[int, float] = {}
     for length in sizes.w1_lengths:
         thread = make_thread(length, length, prefix="w1-")
         await ctx.store.save(thread)
@@ -96,7 +98,7 @@ async def w1(ctx: Context) -> None:
         theirs = iter(
             [
                 make_message(n, sequence=n).model_dump(mode="json")
-                for n in range(length + 1, length + extra + 1)
+                for n in range(length + 1, length + 2 * extra + 1)
             ]
         )
         version = count(2)
@@ -126,6 +128,18 @@ async def w1(ctx: Context) -> None:
             check="le" if top else "info",
             limit=ctx.sql_target if top else None,
         )
+
+        # The same growth through store.append, which neither loads nor compares the thread.
+        more: Iterator[Message] = iter(
+            [make_message(n) for n in range(length + extra + 1, length + 2 * extra + 1)]
+        )
+
+        async def ours_append(thread_id: str = thread.id, more: Iterator[Message] = more) -> None:
+            await ctx.store.append(thread_id, next(more))
+
+        append_s, base_s = await interleaved(ours_append, baseline, sizes.w1_ops)
+        appended[length] = append_s
+        ctx.row(f"W1 append() @{length:,} msgs (info)", append_s * MS, base_s * MS, "ms")
     lengths = sorted(ctx.result.w1)
     if len(lengths) > 1:
         low, high = lengths[0], lengths[-1]
@@ -138,6 +152,13 @@ async def w1(ctx: Context) -> None:
             check="le",
             limit=1.5,
             reference=f"ours @{low:,}",
+        )
+        ctx.row(
+            f"W1 append() growth: @{high:,} vs @{low:,} (info)",
+            appended[high] * MS,
+            appended[low] * MS,
+            "ms",
+            reference=f"append() @{low:,}",
         )
 
 
