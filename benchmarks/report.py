@@ -97,8 +97,8 @@ def table(result: BackendResult) -> list[str]:
 
 
 def plot_w1(results: Sequence[BackendResult], path: Path) -> bool:
-    """Plot W1's per-save cost against thread length, each backend next to its baseline.
-    Returns whether there was anything to plot."""
+    """Plot W1's per-save cost against thread length, each backend next to its baseline and
+    to the same growth through ``store.append``. Returns whether there was anything to plot."""
     measured = [r for r in results if r.w1]
     if not measured:
         return False
@@ -115,15 +115,18 @@ def plot_w1(results: Sequence[BackendResult], path: Path) -> bool:
         ours = [result.w1[length][0] * 1000 for length in lengths]
         base = [result.w1[length][1] * 1000 for length in lengths]
         label = result.name + ("" if result.representative else " (test server)")
-        axes.plot(lengths, ours, "o-", color=colour, label=f"{label}: tyler-threadstore")
+        axes.plot(lengths, ours, "o-", color=colour, label=f"{label}: add_message + save")
         axes.plot(lengths, base, "s--", color=colour, alpha=0.6, label=f"{label}: raw baseline")
+        if all(length in result.w1_append for length in lengths):
+            appended = [result.w1_append[length] * 1000 for length in lengths]
+            axes.plot(lengths, appended, "^:", color=colour, label=f"{label}: store.append")
     axes.set_xscale("log")
     axes.set_yscale("log")
     ticks = sorted({length for result in measured for length in result.w1})
     axes.set_xticks(ticks, [f"{t:,}" for t in ticks])
     axes.minorticks_off()
     axes.set_xlabel("messages in the thread")
-    axes.set_ylabel("append one message and save (ms, median)")
+    axes.set_ylabel("add one message (ms, median)")
     axes.set_title("W1: per-save cost against thread length")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize="small", ncol=2)

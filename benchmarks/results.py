@@ -61,6 +61,8 @@ class BackendResult:
     rows: list[Row] = field(default_factory=list)
     # W1 per-save cost: thread length -> (ours, baseline) in seconds.
     w1: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # The same growth through store.append: thread length -> seconds.
+    w1_append: dict[int, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 

@@ -86,7 +86,7 @@ async def w1(ctx: Context) -> None:
     and updates the thread row in one transaction. Then the same growth through
     ``store.append`` (informational: the targets are the save's)."""
     sizes = ctx.sizes
-    appended: dict[int, float] = {}
+    appended = ctx.result.w1_append
     for length in sizes.w1_lengths:
         thread = make_thread(length, length, prefix="w1-")
         await ctx.store.save(thread)
