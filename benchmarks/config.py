@@ -82,6 +82,7 @@ class Sizes:
     w1_ops: int
     w2_lengths: tuple[int, ...]
     reads: int
+    lookups: int  # repeats of each W4 lookup (about a millisecond each: more, for a steady median)
     w3_threads: int
     w3_messages: int
     w3_offset: int
@@ -100,6 +101,7 @@ FULL = Sizes(
     w1_ops=41,
     w2_lengths=(100, 1000),
     reads=9,
+    lookups=41,
     w3_threads=10_000,
     w3_messages=5,
     w3_offset=5000,
@@ -117,6 +119,7 @@ QUICK = Sizes(
     w1_ops=2,
     w2_lengths=(10, 50),
     reads=1,
+    lookups=1,
     w3_threads=200,
     w3_messages=2,
     w3_offset=100,
@@ -137,6 +140,7 @@ MONGO_FULL = Sizes(
     w1_ops=5,
     w2_lengths=(50, 200),
     reads=3,
+    lookups=3,
     w3_threads=1000,
     w3_messages=5,
     w3_offset=500,

@@ -293,8 +293,8 @@ async def _lookups(ctx: Context, total: int, label: str) -> tuple[float, float]:
         found = await ctx.baseline.find_source("slack", "channel", canonical(source["channel"]))
         assert [d["id"] for d in found] == [wanted_id]
 
-    by_attr = await interleaved(ours_attr, base_attr, ctx.sizes.reads)
-    by_source = await interleaved(ours_source, base_source, ctx.sizes.reads)
+    by_attr = await interleaved(ours_attr, base_attr, ctx.sizes.lookups)
+    by_source = await interleaved(ours_source, base_source, ctx.sizes.lookups)
     for name, (mine_s, base_s) in (("find_by_attributes", by_attr), ("find_by_source", by_source)):
         ctx.row(f"W4 {name} 1 of {label}", mine_s * MS, base_s * MS, "ms", "<= 3x", "le", 3.0)
     return by_attr[0], by_source[0]
