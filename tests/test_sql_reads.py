@@ -26,7 +26,7 @@ from tyler_core.store import ThreadStore
 from tyler_core.testing.base import fresh_namespace
 from tyler_sql import pages as pages_module
 from tyler_sql.backend import SQLBackend
-from tyler_sql.pages import PageReader, _in_order
+from tyler_sql.pages import PageReader, _in_order, _keyed_threads
 
 SERVERS = ["postgres_asyncpg", "postgres_psycopg", "mariadb", "sqlite_file"]
 
@@ -257,6 +257,81 @@ def test_one_thread_rows_in_any_order_come_back_in_sequence_order() -> None:
         rng.shuffle(shuffled)
         assert list(_in_order(shuffled)) == expected
     assert list(_in_order([head])) == [head]
+
+
+def test_keyed_page_rows_in_any_order_come_back_newest_first_in_sequence_order() -> None:
+    # MariaDB's page rows (PageReader._keyed_page): heads with (id, recency), messages with
+    # (thread id, sequence), in whatever order the server sends them.
+    def head(thread_id: str, recency: str) -> tuple[Any, ...]:
+        return (
+            f"head {thread_id}",
+            f"token {thread_id}",
+            None,
+            None,
+            None,
+            thread_id,
+            recency,
+            None,
+        )
+
+    def message(thread_id: str, sequence: int, counts: tuple[int, int] = (0, 0)) -> tuple[Any, ...]:
+        document = f"{thread_id} #{sequence}"
+        return (None, None, document, *counts, thread_id, None, sequence)
+
+    same = "2026-01-02 03:04:05.000006"
+    rows = [
+        head("b", same),
+        head("a", same),
+        head("é", same),  # code point order: "é" > "b" > "a"
+        head("old", "2025-12-31 23:59:59.999999"),
+        head("new", "2026-01-02 03:04:05.000007"),
+        head("empty", "2024-01-01 00:00:00.000000"),
+        *[message("a", n) for n in (3, 1, 10, 2)],
+        message("b", 1, (1, 0)),
+        message("b", 7, (0, 2)),
+        message("new", 5),
+        (None, None, None, None, None, "empty", None, None),  # a thread's empty message row
+    ]
+    expected = [
+        ("head new", "token new", ["new #5"], []),
+        ("head é", "token é", [], []),
+        ("head b", "token b", ["b #1", "b #7"], [(0, 1, 0), (1, 0, 2)]),
+        ("head a", "token a", ["a #1", "a #2", "a #3", "a #10"], []),
+        ("head old", "token old", [], []),
+        ("head empty", "token empty", [], []),
+    ]
+    rng = random.Random(11)
+    for _ in range(20):
+        shuffled = rows[:]
+        rng.shuffle(shuffled)
+        assert _keyed_threads(shuffled) == expected
+    assert _keyed_threads([]) == []
+
+
+async def test_pages_of_threads_updated_at_one_instant_follow_their_ids_in_code_point_order(
+    store: ThreadStore,
+) -> None:
+    stamp = datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    ids = ["a", "B", "b", "a ", "é", "e\u0301", "𝄞", "中", "Z", "aa", "9", "é2"]
+    rng = random.Random(12)
+    saved = []
+    for number, thread_id in enumerate(ids):
+        thread = Thread(id=thread_id, updated_at=stamp)
+        for sequence in sorted(rng.sample(range(1, 50), number % 4)):
+            # Message ids in the reverse of sequence order: not the order of either index.
+            thread.messages.append(
+                Message(id=f"m{100 - sequence:03d}", role="user", content="x", sequence=sequence)
+            )
+        if number % 5 == 1 and thread.messages:
+            thread.messages[-1].attachments.append(Attachment(filename=f"{thread_id}.txt"))
+            thread.messages[0].reactions["👍"] = [thread_id]
+        saved.append(await store.save(thread, touch=False))
+    expected = sorted(saved, key=lambda t: t.id, reverse=True)
+    assert_exactly(await store.list(), expected)
+    assert_exactly(await store.list_recent(), expected)
+    pages = [await store.list(limit=5, offset=offset) for offset in range(0, len(ids), 5)]
+    assert_exactly([t for page in pages for t in page], expected)
+    assert_exactly(await store.list_recent(3), expected[:3])
 
 
 async def test_a_read_leaves_its_pooled_connection_without_a_snapshot(url: str) -> None:

@@ -90,16 +90,15 @@ def _time(column: ColumnElement[Any], dialect: str) -> _Parts:
                 else_=_literal(f'"{_MIN}"'),
             )
         ]
-    if dialect in _MYSQL:
-        # "YYYY-MM-DD HH:MM:SS.ffffff" (a DATETIME(6) always has its six digits), which
-        # pydantic reads as it reads ISO text with a "T"; DATE_FORMAT costs more.
-        return ['"', cast(column, String()), 'Z"']
+    # SQLite: the stored text. MariaDB: CONCAT writes a DATETIME(6) as "YYYY-MM-DD
+    # HH:MM:SS.ffffff" (always its six digits; as a CAST would, for less), which pydantic reads
+    # as it reads ISO text with a "T"; DATE_FORMAT costs more.
     return ['"', coerce(column, String()), 'Z"']
 
 
 def _number(column: ColumnElement[Any], dialect: str) -> ColumnElement[str]:
-    # printf writes an integer as text itself.
-    return coerce(column, String()) if dialect == "sqlite" else cast(column, String())
+    # SQLite's printf and MariaDB's CONCAT write an integer as text themselves.
+    return cast(column, String()) if dialect == "postgresql" else coerce(column, String())
 
 
 def _document(parts: _Parts, dialect: str) -> ColumnElement[str]:

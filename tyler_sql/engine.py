@@ -25,6 +25,7 @@ from tyler_core.urls import mask_url
 __all__ = [
     "STATEMENT_OPTION",
     "WRITE_OPTION",
+    "Trust",
     "build_engine",
     "is_memory",
     "returned",
@@ -56,12 +57,23 @@ STATEMENT_OPTION = "tyler_statement"
 # SQLite waits this long for another writer's lock before it gives up with "database is locked".
 _BUSY_TIMEOUT_MS = 60_000
 
-# A connection a fast save returned less than this many seconds ago, and that its driver knows
-# to be open, is lent to the next fast save without the pool's ping (see trusting_checkout).
+# A connection a fast save or a driver-sent read returned less than this many seconds ago, and
+# that its driver knows to be open, is lent to the next one without the pool's ping (see
+# trusting_checkout).
 _TRUSTED_IDLE = 5.0
-_TRUSTING: ContextVar[bool] = ContextVar("tyler_trusting_checkout", default=False)
-# Driver connection -> time.monotonic() when a fast save last returned it to the pool.
+_TRUSTING: ContextVar[Trust | None] = ContextVar("tyler_trusting_checkout", default=None)
+# Driver connection -> time.monotonic() when a fast save or read last returned it to the pool.
 _RETURNED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+
+class Trust:
+    """What the pool did in a :func:`trusting_checkout`."""
+
+    __slots__ = ("skipped",)
+
+    def __init__(self) -> None:
+        #: Whether the connection it lent went out without its ping.
+        self.skipped = False
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -130,44 +142,51 @@ def build_engine(url: URL, options: StoreOptions) -> AsyncEngine:
 
 
 @contextlib.contextmanager
-def trusting_checkout() -> Iterator[None]:
+def trusting_checkout() -> Iterator[Trust]:
     """Within it, the pool's pre-ping (asyncpg, asyncmy) skips its round trip for a connection
-    that a fast save (:mod:`tyler_sql.fastwrite`) returned less than a few seconds ago and
-    that its driver knows to be open.
+    that a fast save (:mod:`tyler_sql.fastwrite`) or a read sent on the driver
+    (:mod:`tyler_sql.driverfetch`) returned less than a few seconds ago and that its driver
+    knows to be open; the :class:`Trust` it gives says whether it did.
 
     A connection the server closed (restart, ``pg_terminate_backend``, ``KILL``, idle
     timeout) is known closed as soon as the event loop has seen its socket close, and is
     pinged, found dead and replaced as before. What the ping still catches beyond that, a
-    connection that died in the last instant or silently, then fails the save that uses it
-    instead: the caller gets an error, no acknowledgement (the store never retries a write),
-    and the connection is invalidated, not returned. Each fast save is one transaction of its
-    own, so such a failure leaves the old thread or, if the server committed before the
-    connection broke, the new one; never a mix. Reads keep the ping.
+    connection that died in the last instant or silently, then fails the statement that uses
+    it instead, and is invalidated, not returned. A save's caller gets the error, no
+    acknowledgement (the store never retries a write); each fast save is one transaction of
+    its own, so such a failure leaves the old thread or, if the server committed before the
+    connection broke, the new one; never a mix. A read, which changes nothing, is sent once
+    more on a connection the pool pinged (or opened), so that its caller sees no error.
     """
-    token = _TRUSTING.set(True)
+    trust = Trust()
+    token = _TRUSTING.set(trust)
     try:
-        yield
+        yield trust
     finally:
         _TRUSTING.reset(token)
 
 
 def returned(driver_connection: Any) -> None:
-    """Note that a fast save returned ``driver_connection`` to the pool in good order."""
+    """Note that a fast save or a read returned ``driver_connection`` to the pool in good
+    order."""
     _RETURNED[driver_connection] = time.monotonic()
 
 
 def _trusted(dbapi_connection: Any) -> bool:
     # Whether a pre-ping may skip its round trip (see trusting_checkout).
-    if not _TRUSTING.get():
+    trust = _TRUSTING.get()
+    if trust is None:
         return False
     driver = dbapi_connection.driver_connection
     at = _RETURNED.get(driver)
     if at is None or time.monotonic() - at > _TRUSTED_IDLE:
         return False
     if hasattr(driver, "is_closed"):  # asyncpg
-        return not driver.is_closed()
-    # asyncmy: the socket's end (EOF or error) seen by its protocol.
-    return bool(driver.connected) and getattr(driver, "_stream_broken", True) is False
+        known_open = not driver.is_closed()
+    else:  # asyncmy: the socket's end (EOF or error) seen by its protocol.
+        known_open = bool(driver.connected) and getattr(driver, "_stream_broken", True) is False
+    trust.skipped = known_open
+    return known_open
 
 
 def _configure_asyncpg(engine: AsyncEngine) -> None:

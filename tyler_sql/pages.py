@@ -15,6 +15,11 @@ table (1,000 messages on MariaDB: 3.8 ms instead of 5.4; SQLite 2.3 instead of 3
 promise that a ``UNION ALL`` returns its parts in order, so its rows carry the sequence, and
 rows that come back in another order are sorted.
 
+On MariaDB a lookup's page (``list``, ``list_recent``, ``find_by_*``) is not sorted by the server
+either, which copied its documents into a temporary table to sort them: its rows come in any
+order, each with its keys (the thread's id; its ``updated_at`` as text, or the message's
+sequence), and are put in order here (:meth:`PageReader._keyed_page`, :func:`_keyed_threads`).
+
 Attachments and reactions live in their own tables; ``messages.attachment_count`` and
 ``reaction_count`` say whether a message has any. A page where one does needs those tables read
 in the same snapshot as the messages: :meth:`PageReader.load` then answers ``None`` unless it
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -42,6 +48,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    cast,
     literal_column,
     null,
     select,
@@ -65,6 +72,7 @@ from tyler_sql.schema import Tables
 
 __all__ = ["PageReader"]
 
+_MYSQL = ("mysql", "mariadb")
 # Ids per IN (...) list: far below every driver's limit on bound parameters.
 _CHUNK = 500
 # Message documents decoded in one call.
@@ -102,6 +110,9 @@ class PageReader:
             else self._one_thread()
         )
         self._lookups: dict[tuple[int, bool, bool, bool], Select[Any]] = {}
+        # The statements whose rows come in no promised order, each with its keys (MariaDB's
+        # lookups: see _keyed_page).
+        self._keyed: set[Select[Any]] = set()
         file_columns = [
             files.c.thread_id,
             files.c.message_id,
@@ -146,11 +157,12 @@ class PageReader:
         ids = skipped.subquery("page_ids")
         return select(*self._head_columns).join_from(threads, ids, threads.c.id == ids.c.id)
 
-    def _with_messages(self, heads: Select[Any]) -> Select[Any]:
+    def _with_messages(self, heads: Select[Any], *, keyed: bool = False) -> Select[Any]:
         # The page's threads as a subquery, each taken twice: part 0 is the row of its
         # document and incarnation, part 1 joins its messages in sequence order (one row per
         # message, or one empty row for a thread without any). The document is built and sent
-        # once per thread, not with each message.
+        # once per thread, not with each message. ``keyed``: in no order, each row with the
+        # keys that order it instead (see _keyed_page).
         messages = self._tables.messages
         page = heads.subquery("page")
         zero: ColumnElement[int] = literal_column("0", Integer())
@@ -180,17 +192,74 @@ class PageReader:
                 found, and_(parts.c.part == one, found.c.thread_id == page.c.id)
             )
         head = parts.c.part == zero
+        columns = [
+            case((head, thread_document(page.c, self._dialect))),
+            case((head, page.c.incarnation)),
+            found.c.document,
+            found.c.attachment_count,
+            found.c.reaction_count,
+        ]
+        if keyed:
+            columns += [page.c.id, case((head, _recency(page.c))), found.c.sequence]
+            return select(*columns).select_from(joined)
         return (
-            select(
-                case((head, thread_document(page.c, self._dialect))),
-                case((head, page.c.incarnation)),
-                found.c.document,
-                found.c.attachment_count,
-                found.c.reaction_count,
-            )
+            select(*columns)
             .select_from(joined)
             .order_by(page.c.updated_at.desc(), page.c.id.desc(), parts.c.part, found.c.sequence)
         )
+
+    def _keyed_page(
+        self, conditions: Sequence[ColumnElement[bool]], limit: Any, offset: Any
+    ) -> Select[Any]:
+        # MariaDB: a page whose rows come in no order, each with its keys: the thread's id and,
+        # on its head, the text of its updated_at (each fixed-width: in order as text), or, on
+        # a message, the sequence. _keyed_threads puts them in order. Without an offset, the
+        # page's threads and their messages are one UNION ALL, each part joined to the page's
+        # ids (read in the (updated_at, id) index alone) and read in its table's index: no sort
+        # of the page's documents in a temporary table (list_recent(20) of 10,000 threads of 5
+        # messages: the statement takes half the time; the call 1.7 times the raw driver's
+        # instead of 2.3). With an offset, where each of those joins would skip the offset's
+        # rows again (MariaDB reads such a subquery once per reference, as a CTE too), the
+        # page's joined statement, without its ORDER BY (offset 5,000: 10% less).
+        if offset is not None:
+            statement = self._with_messages(self._heads(conditions, limit, offset), keyed=True)
+        else:
+            statement = self._union_page(conditions, limit)
+        self._keyed.add(statement)
+        return statement
+
+    def _union_page(self, conditions: Sequence[ColumnElement[bool]], limit: Any) -> Select[Any]:
+        threads, messages = self._tables.threads, self._tables.messages
+
+        def page_ids() -> Any:
+            ids = select(threads.c.id).where(*conditions)
+            if limit is not None:  # without a limit, the order is _keyed_threads' alone
+                ids = ids.order_by(threads.c.updated_at.desc(), threads.c.id.desc()).limit(limit)
+            return ids.subquery("page_ids")
+
+        shown = page_ids()
+        heads = select(
+            thread_document(threads.c, self._dialect),
+            threads.c.incarnation,
+            null().cast(String()).label("document"),
+            null().cast(Integer()).label("attachment_count"),
+            null().cast(Integer()).label("reaction_count"),
+            threads.c.id,
+            _recency(threads.c).label("recency"),
+            null().cast(Integer()).label("sequence"),
+        ).join_from(threads, shown, threads.c.id == shown.c.id)
+        theirs = page_ids()
+        found = select(
+            null().cast(String()).label("head"),
+            null().cast(String()).label("incarnation"),
+            message_document(messages, self._dialect),
+            messages.c.attachment_count,
+            messages.c.reaction_count,
+            messages.c.thread_id,
+            null().cast(String()).label("recency"),
+            messages.c.sequence,
+        ).join_from(theirs, messages, messages.c.thread_id == theirs.c.id)
+        return union_all(heads, found)  # type: ignore[return-value]
 
     def _one_thread(self) -> Select[Any]:
         # SQLite and MariaDB: the thread's row, then its messages, one UNION ALL, each part
@@ -266,12 +335,13 @@ class PageReader:
                 )
                 for i in range(len(digests))
             ]
-            heads = self._heads(
-                conditions,
-                None if limit is None else bindparam("b_limit", type_=Integer()),
-                bindparam("b_offset", type_=Integer()) if offset else None,
-            )
-            statement = self._lookups[shape] = self._with_messages(heads)
+            limited = None if limit is None else bindparam("b_limit", type_=Integer())
+            skipped = bindparam("b_offset", type_=Integer()) if offset else None
+            if self._dialect in _MYSQL:
+                statement = self._keyed_page(conditions, limited, skipped)
+            else:
+                statement = self._with_messages(self._heads(conditions, limited, skipped))
+            self._lookups[shape] = statement
         parameters: dict[str, Any] = {f"b_digest{i}": d for i, d in enumerate(digests)}
         if kind is not None:
             parameters["b_kind"] = kind
@@ -330,9 +400,12 @@ class PageReader:
     ) -> list[Thread] | None:
         # The threads of ``rows``; their attachments and reactions read on ``connection``, in
         # the snapshot of the rows (None: there is none to read them in).
-        found = _threads(
-            _in_order(rows) if page is self.by_id and self._dialect != "postgresql" else rows
-        )
+        if page in self._keyed:
+            found = _keyed_threads(rows)
+        else:
+            found = _threads(
+                _in_order(rows) if page is self.by_id and self._dialect != "postgresql" else rows
+            )
         if isinstance(rows, list):
             # Emptied, so that the documents go as they are decoded: the driver may hold on to
             # the list it returned (asyncpg keeps it until the connection's next query).
@@ -409,9 +482,51 @@ def _in_order(rows: Sequence[_Row]) -> Sequence[_Row]:
     return sorted(rows, key=lambda row: -1 if row[5] is None else row[5])
 
 
-def _threads(
-    rows: Sequence[_Row],
-) -> list[tuple[str, str | None, list[str], list[tuple[int, int, int]]]]:
+def _recency(columns: Any) -> ColumnElement[str]:
+    # A thread's updated_at as MariaDB's text of a DATETIME(6): fixed-width, so that text
+    # order is time order.
+    return cast(columns.updated_at, String())
+
+
+# Each thread of a page: its document, its incarnation, its messages' documents and, for those
+# with attachments or reactions, (index, attachment_count, reaction_count).
+_Found = list[tuple[str, str | None, list[str], list[tuple[int, int, int]]]]
+_by_recency = itemgetter(6, 5)
+_by_sequence = itemgetter(7)
+
+
+def _keyed_threads(rows: Sequence[_Row]) -> _Found:
+    # The threads of a keyed page's rows (see PageReader._keyed_page), in any order: heads
+    # (the document first) with their thread's id sixth and recency seventh, messages (the
+    # document third) with their thread's id sixth and sequence eighth.
+    heads: list[_Row] = []
+    messages: dict[str, list[_Row]] = {}
+    for row in rows:
+        if row[0] is not None:
+            heads.append(row)
+        elif row[2] is not None:
+            theirs = messages.get(row[5])
+            if theirs is None:
+                messages[row[5]] = [row]
+            else:
+                theirs.append(row)
+    heads.sort(key=_by_recency, reverse=True)  # newest first, then the greater id
+    threads: _Found = []
+    for head in heads:
+        mine = messages.get(head[5], [])
+        last = None
+        for row in mine:
+            if last is not None and row[7] <= last:
+                mine.sort(key=_by_sequence)
+                break
+            last = row[7]
+        documents = [row[2] for row in mine]
+        counted = [(i, row[3], row[4]) for i, row in enumerate(mine) if row[3] or row[4]]
+        threads.append((head[0], head[1], documents, counted))
+    return threads
+
+
+def _threads(rows: Sequence[_Row]) -> _Found:
     # Each thread of a page's rows (its first row is its head; its messages follow, or one
     # empty row): its document, its incarnation, its messages' documents and, for those with
     # attachments or reactions, (index, attachment_count, reaction_count).
