@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,117 @@ async def test_a_fast_save_that_fails_half_way_leaves_the_thread_and_the_pool_in
     after.add_message(Message(role="user", content="after"))
     await sql_store.save(after)
     assert [m.content for m in (await _reloaded(sql_store, thread.id)).messages][-1] == "after"
+
+
+# -- the rows written -------------------------------------------------------------------------
+
+
+def _awkward_thread(thread_id: str) -> Thread:
+    """A thread whose rows test every column's encoding on the way to the database."""
+    moment = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    thread = Thread(
+        id=thread_id,
+        title="tïtle \\ ' \" %s 🎉",
+        created_at=moment,
+        attributes={
+            "s": "v",
+            "n": 1e16,
+            "f": 1.0,
+            "big": 2**63 - 1,
+            "list": [1, 2.5, None, True, "x"],
+            "obj": {"b": 1, "a": {"c": "🎉"}},
+            "é 🎉": "\u2028\t\x01",
+        },
+        source={"name": "sl'ack", "channel": "C1", "n": -0.5, "nested": {"k": [1]}},
+    )
+    texts = [
+        "plain words, and_some PUNCTUATION! 42 x" * 3,
+        "Ünïcode ǅ words İ ß ٣ Ⅻ " + "w" * 81 + " end",
+        "quotes ' \" \\ %s %% \x01 \n \t \u2028 " + "z" * 100,
+    ]
+    for number, content in enumerate(texts):
+        thread.add_message(
+            Message(
+                id=f"m{number}",
+                role="user",
+                content=content,
+                timestamp=moment + timedelta(microseconds=number),
+                metrics={"tokens": number, "cost": 0.1},
+            )
+        )
+    thread.add_message(
+        Message(
+            id="m-parts",
+            role="assistant",
+            timestamp=moment,
+            content=[{"type": "text", "text": "Part ONE"}, {"type": "image_url", "image_url": {}}],
+            name="bot 🎉",
+            tool_calls=[{"id": "c1", "type": "function", "function": {"arguments": '{"a": 1}'}}],
+            attributes={"x": [1e-7, 1e300, -0.0]},
+            source={"name": "s", "deep": {"a": {"b": None}}},
+        )
+    )
+    thread.add_message(Message(id="m-tool", role="tool", timestamp=moment, tool_call_id="c1 ' \\"))
+    thread.add_message(
+        Message(id="m-empty", role="user", timestamp=moment.replace(microsecond=0), content="")
+    )
+    return thread
+
+
+async def _stored_rows(store: ThreadStore, thread_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The thread's rows as the driver reads them back (no type processing), without what
+    differs between two saves of one thread (``pk``, ``updated_at``, ``incarnation``) and with
+    the thread's id left out."""
+    namespace = store.options.namespace
+    queries = {
+        "threads": "SELECT title, created_at, attributes, source, version FROM {ns}_threads "
+        "WHERE id = :id",
+        "messages": "SELECT * FROM {ns}_messages WHERE thread_id = :id ORDER BY sequence",
+        "keys": "SELECT digest, kind, {key}, value FROM {ns}_thread_keys WHERE thread_id = :id "
+        "ORDER BY digest",
+    }
+    key = "`key`" if store.engine.dialect.name == "mysql" else '"key"'
+    rows = {}
+    async with store.engine.connect() as connection:
+        for table, query in queries.items():
+            result = await connection.execute(
+                text(query.format(ns=namespace, key=key)), {"id": thread_id}
+            )
+            names = list(result.keys())
+            rows[table] = [
+                tuple(v for n, v in zip(names, row, strict=True) if n not in ("pk", "thread_id"))
+                for row in result.all()
+            ]
+    return rows
+
+
+async def test_fast_saves_store_the_rows_the_statement_path_stores(
+    sql_store: ThreadStore,
+) -> None:
+    if not _fast(sql_store):
+        pytest.skip("psycopg saves through SQLAlchemy statements")
+    backend = sql_store.backend
+    assert isinstance(backend, SQLBackend)
+    fast_writer = backend._fast
+    stored: list[dict[str, list[tuple[Any, ...]]]] = []
+    for thread_id, fast in (("fast", True), ("statements", False)):
+        backend._fast = fast_writer if fast else None
+        with StatementCounter(sql_store.engine) as counter:
+            thread = await sql_store.save(_awkward_thread(thread_id))  # a new thread
+            more = _awkward_thread(thread_id).messages  # appended: each message once more
+            for message in more:
+                thread.add_message(message.model_copy(update={"id": f"again-{message.id}"}))
+            await sql_store.save(thread)
+        assert bool(counter.statements) is not fast
+        stored.append(await _stored_rows(sql_store, thread_id))
+        reloaded = await _reloaded(sql_store, thread_id)
+        assert reloaded.model_dump() == thread.model_dump()
+    fast_rows, statement_rows = stored
+    assert len(fast_rows["messages"]) == 12
+    assert len(fast_rows["keys"]) == 11
+    for table, rows in fast_rows.items():
+        assert rows == statement_rows[table], table
+    backend._fast = fast_writer
 
 
 # -- round trips -----------------------------------------------------------------------------

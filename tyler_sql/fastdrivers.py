@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer
+from sqlalchemy import BigInteger, Column, Integer, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tyler_core.changes import ThreadChanges
@@ -18,77 +19,123 @@ from tyler_sql.fastwrite import (
     Checkout,
     FastWriter,
     Shape,
+    json_text,
     stale,
 )
-from tyler_sql.schema import Tables, UTCDateTime
+from tyler_sql.rows import MESSAGE_COLUMNS, message_values
+from tyler_sql.schema import JSONText, Tables, UTCDateTime
 
 __all__ = ["MySQLWriter", "PostgresWriter", "SQLiteWriter"]
 
 
 # -- PostgreSQL (asyncpg) ----------------------------------------------------------------------
 
+# The keys of a new thread's document: its messages' rows and its keys' rows.
+_M = "m"
+_K = "k"
 
-def _pg_array_type(column: Column[Any]) -> str:
+
+def _pg_record_type(column: Column[Any]) -> str:
+    # The column's type in the record read from the JSON document: the JSON text of a document
+    # as it is there (``json``, not ``jsonb``, keeps it byte for byte), a time from its ISO text.
+    if isinstance(column.type, JSONText):
+        return "json"
     if isinstance(column.type, BigInteger):
-        return "int8[]"
+        return "int8"
     if isinstance(column.type, Integer):
-        return "int4[]"
+        return "int4"
     if isinstance(column.type, UTCDateTime):
-        return "timestamptz[]"
-    return "text[]"
+        return "timestamptz"
+    return "text"
 
 
 class PostgresWriter(FastWriter):
+    """Rows travel in one JSON document (``json_to_recordset``): asyncpg would check every
+    element of an array argument in Python, which cost more than the rest of a save's encoding.
+    A message's documents (content, attributes ...) are nested in it as JSON values, and their
+    text is what a ``json`` field holds and stores: exactly what JSONText binds (the encoder's
+    options are the same)."""
+
     def __init__(self, tables: Tables, engine: AsyncEngine) -> None:
         super().__init__(tables, engine)
         import asyncpg  # type: ignore[import-untyped]
 
         self._server_error = asyncpg.PostgresError
-        names = self._message_rows.names
-        columns = self.columns(names)
         quote = self._quote
+        self._to_utc = self._message_rows.value
+        self._timestamp = MESSAGE_COLUMNS.index("timestamp")
 
-        def added(first: int) -> str:
-            arrays = ", ".join(
-                f"${first + n}::{_pg_array_type(tables.messages.c[name])}"
-                for n, name in enumerate(names)
-            )
-            picked = ", ".join(f"m.{quote(name)}" for name in names)
+        def recordset(table: Table, names: Sequence[str], document: str) -> str:
+            """The ``INSERT`` of ``table``'s rows from the objects of ``document``."""
+            picked, records = self.records(table, names, document)
             return (
-                f"added AS (INSERT INTO {self.messages} ({quote('thread_id')}, {columns}) "
-                f"SELECT thread.id, {picked} FROM thread, unnest({arrays}) AS m({columns}))"
+                f"INSERT INTO {quote(table.name)} ({quote('thread_id')}, {self.columns(names)}) "
+                f"SELECT thread.id, {picked} FROM thread, {records}"
             )
+
+        def added(document: str) -> str:
+            return f"added AS ({recordset(tables.messages, MESSAGE_COLUMNS, document)})"
 
         guard = "WHERE id = $1 AND version = $2"
         update = f"UPDATE {self.threads} SET version = $3, updated_at = $4 {guard}"
         self._append = (
-            f"WITH thread AS ({update} RETURNING id), {added(5)} SELECT count(*) FROM thread"
+            f"WITH thread AS ({update} RETURNING id), {added('$5::json')} "
+            "SELECT count(*) FROM thread"
         )
         self._append_token = (
-            f"WITH thread AS ({update} AND incarnation = $5 RETURNING id), {added(6)} "
+            f"WITH thread AS ({update} AND incarnation = $5 RETURNING id), {added('$6::json')} "
             "SELECT count(*) FROM thread"
         )
         marks = ", ".join(f"${n}" for n in range(1, len(THREAD_COLUMNS) + 1))
-        first_key = len(THREAD_COLUMNS) + len(names) + 1
-        key_arrays = ", ".join(f"${first_key + n}::text[]" for n in range(len(KEY_COLUMNS)))
-        key_columns = self.columns(KEY_COLUMNS)
-        picked_keys = ", ".join(f"k.{quote(name)}" for name in KEY_COLUMNS)
+        # A new thread's messages and keys: one document {"m": [...], "k": [...]}.
+        document = f"${len(THREAD_COLUMNS) + 1}::json"
+        messages = added(f"{document} -> '{_M}'")
+        keys = recordset(tables.keys, KEY_COLUMNS, f"{document} -> '{_K}'")
         self._new = (
             f"WITH thread AS (INSERT INTO {self.threads} ({self.columns(THREAD_COLUMNS)}) "
             f"VALUES ({marks}) ON CONFLICT (id) DO NOTHING RETURNING id), "
-            f"{added(len(THREAD_COLUMNS) + 1)}, "
-            f"keys AS (INSERT INTO {self.keys} ({quote('thread_id')}, {key_columns}) "
-            f"SELECT thread.id, {picked_keys} FROM thread, unnest({key_arrays}) "
-            f"AS k({key_columns})) "
-            "SELECT count(*) FROM thread"
+            f"{messages}, keys AS ({keys}) SELECT count(*) FROM thread"
         )
-        self._width = len(names)
 
-    def _message_arrays(self, thread_id: str, messages: Sequence[Message]) -> list[list[Any]]:
-        rows = self.message_rows(thread_id, messages)
-        if not rows:
-            return [[] for _ in range(self._width)]
-        return [list(column) for column in zip(*rows, strict=True)]
+    def records(
+        self,
+        table: Table,
+        names: Sequence[str],
+        document: str,
+        *,
+        replace: dict[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """The select list of ``table``'s columns ``names`` (``replace``: SQL for some of them,
+        which may use the record's ``r.<name>``) and the ``FROM`` item of the records in
+        ``document`` (the SQL of a JSON array of objects, such as :meth:`message_document`'s
+        as an argument)."""
+        quote = self._quote
+        replace = replace or {}
+        fields = ", ".join(f"{quote(n)} {_pg_record_type(table.c[n])}" for n in names)
+        picked = ", ".join(
+            replace[n]
+            if n in replace
+            else f"r.{quote(n)}::text"
+            if isinstance(table.c[n].type, JSONText)
+            else f"r.{quote(n)}"
+            for n in names
+        )
+        return picked, f"json_to_recordset({document}) AS r({fields})"
+
+    def message_document(self, messages: Sequence[Message]) -> str | None:
+        """The JSON array of ``messages``' rows (:data:`~tyler_sql.rows.MESSAGE_COLUMNS`), for
+        the records of :meth:`records`."""
+        return json_text(self._message_objects(messages))
+
+    def _message_objects(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
+        objects = []
+        to_utc = self._to_utc
+        timestamp = self._timestamp
+        for message in messages:
+            values = message_values(message)
+            values[timestamp] = to_utc("timestamp", values[timestamp]).isoformat()
+            objects.append(dict(zip(MESSAGE_COLUMNS, values, strict=True)))
+        return objects
 
     def _broken(self, checkout: Checkout, error: BaseException) -> bool:
         # An error the server reported leaves an autocommit connection idle and usable.
@@ -97,23 +144,14 @@ class PostgresWriter(FastWriter):
         return True
 
     async def write(self, changes: ThreadChanges, shape: Shape) -> bool:
-        thread_id = changes.thread.id
         if shape == "new":
-            keys = self.key_values(changes)
-            key_arrays = (
-                [list(column) for column in zip(*keys, strict=True)]
-                if keys
-                else [[] for _ in KEY_COLUMNS]
-            )
-            arguments = [
-                *self.thread_values(changes),
-                *self._message_arrays(thread_id, changes.messages),
-                *key_arrays,
-            ]
+            keys = [dict(zip(KEY_COLUMNS, row, strict=True)) for row in self.key_values(changes)]
+            document = {_M: self._message_objects(changes.messages), _K: keys}
+            arguments = [*self.thread_values(changes), json_text(document)]
             statement = self._new
         else:
             arguments = [
-                thread_id,
+                changes.thread.id,
                 changes.expected_version,
                 changes.version,
                 self.updated_at(changes),
@@ -122,7 +160,7 @@ class PostgresWriter(FastWriter):
             if changes.expected_incarnation is not None:
                 arguments.append(changes.expected_incarnation)
                 statement = self._append_token
-            arguments += self._message_arrays(thread_id, changes.added)
+            arguments.append(self.message_document(changes.added))
         async with self.connection() as checkout:
             if checkout.driver.is_in_transaction():
                 return False  # see FastWriter.write
@@ -138,12 +176,34 @@ class PostgresWriter(FastWriter):
 # -- MariaDB / MySQL (asyncmy) -----------------------------------------------------------------
 
 
-def _values(rows: Sequence[Sequence[Any]]) -> tuple[str, list[Any]]:
-    """``(%s, ...), (%s, ...)`` for ``rows``, and their values in one list."""
-    if not rows:
-        return "", []
-    one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
-    return ", ".join([one] * len(rows)), [value for row in rows for value in row]
+def _literals(row: Sequence[Any], strings: list[Any]) -> str:
+    """``row``'s values as the SQL of a ``VALUES`` tuple or a select list: ``NULL``, integers and
+    times written in as asyncmy would write them, anything else a ``%s`` left to the driver's
+    escaping (its value appended to ``strings``). The driver's call per value costs more than
+    this test of its type, and a save has dozens of values."""
+    parts = []
+    for value in row:
+        kind = type(value)
+        if value is None:
+            parts.append("NULL")
+        elif kind is int:
+            parts.append(str(value))
+        elif kind is datetime:  # naive UTC (UTCDateTime), to the microsecond
+            parts.append(f"'{value.isoformat(' ', 'microseconds')}'")
+        else:
+            parts.append("%s")
+            strings.append(value)
+    return ", ".join(parts)
+
+
+def _key_tuples(thread_id: str, keys: Sequence[Sequence[str]], strings: list[Any]) -> str:
+    """The ``VALUES`` tuples of ``thread_keys`` rows: a digest (hexadecimal) and a kind (a
+    constant) need no escaping."""
+    tuples = []
+    for digest, kind, key, value in keys:
+        tuples.append(f"(%s, '{digest}', '{kind}', %s, %s)")
+        strings += (thread_id, key, value)
+    return ", ".join(tuples)
 
 
 _DUPLICATE_KEY = 1062
@@ -172,39 +232,15 @@ class MySQLWriter(FastWriter):
         self._update = f"{self._ISOLATION}; {update}"
         self._update_token = f"{self._ISOLATION}; {update} AND incarnation = %s"
         self._note_matched = f"SET {self._MATCHED} = ROW_COUNT()"
-        message_columns = f"{self._quote('thread_id')}, {self.columns(self._message_rows.names)}"
+        message_columns = f"{self._quote('thread_id')}, {self.columns(MESSAGE_COLUMNS)}"
         self._insert_messages = f"INSERT INTO {self.messages} ({message_columns}) VALUES "
         self._insert_matched = f"INSERT INTO {self.messages} ({message_columns}) "
-        self._select_matched = (
-            "SELECT "
-            + ", ".join(["%s"] * (len(self._message_rows.names) + 1))
-            + f" FROM DUAL WHERE {self._MATCHED} = 1"
-        )
+        self._where_matched = f" FROM DUAL WHERE {self._MATCHED} = 1"
         self._insert_keys = (
             f"INSERT INTO {self.keys} ({self._quote('thread_id')}, "
             f"{self.columns(KEY_COLUMNS)}) VALUES "
         )
-        self._insert_thread = (
-            f"INSERT INTO {self.threads} ({self.columns(THREAD_COLUMNS)}) VALUES ("
-            + ", ".join(["%s"] * len(THREAD_COLUMNS))
-            + ")"
-        )
-
-    def _inserts(
-        self, thread_id: str, messages: Sequence[Message], keys: Sequence[Sequence[Any]]
-    ) -> tuple[list[str], list[Any]]:
-        statements: list[str] = []
-        arguments: list[Any] = []
-        rows = [[thread_id, *row] for row in self.message_rows(thread_id, messages)]
-        for prefix, table_rows in (
-            (self._insert_messages, rows),
-            (self._insert_keys, [[thread_id, *row] for row in keys]),
-        ):
-            if table_rows:
-                marks, values = _values(table_rows)
-                statements.append(prefix + marks)
-                arguments += values
-        return statements, arguments
+        self._insert_thread = f"INSERT INTO {self.threads} ({self.columns(THREAD_COLUMNS)}) VALUES "
 
     async def write(self, changes: ThreadChanges, shape: Shape) -> bool:
         if shape == "new":
@@ -212,13 +248,13 @@ class MySQLWriter(FastWriter):
         thread_id = changes.thread.id
         update, arguments = self.guarded_update(changes)
         statements = [update]
-        rows = self.message_rows(thread_id, changes.added)
+        rows = self.message_rows(changes.added)
         if rows:
-            selects = [self._select_matched] * len(rows)
+            selects = [
+                f"SELECT {_literals([thread_id, *row], arguments)}{self._where_matched}"
+                for row in rows
+            ]
             statements += [self._note_matched, self._insert_matched + " UNION ALL ".join(selects)]
-            for row in rows:
-                arguments.append(thread_id)
-                arguments += row
         statements.append("COMMIT")
         async with self.connection() as checkout, checkout.driver.cursor() as cursor:
             await cursor.execute("; ".join(statements), arguments)
@@ -233,10 +269,24 @@ class MySQLWriter(FastWriter):
 
     async def _write_new(self, changes: ThreadChanges) -> bool:
         thread_id = changes.thread.id
-        inserts, values = self._inserts(thread_id, changes.messages, self.key_values(changes))
-        statement = "; ".join([self._ISOLATION, self._insert_thread, *inserts, "COMMIT"])
+        arguments: list[Any] = []
+        statements = [
+            self._ISOLATION,
+            f"{self._insert_thread}({_literals(self.thread_values(changes), arguments)})",
+        ]
+        if changes.messages:
+            tuples = ", ".join(
+                f"({_literals([thread_id, *row], arguments)})"
+                for row in self.message_rows(changes.messages)
+            )
+            statements.append(self._insert_messages + tuples)
+        keys = self.key_values(changes)
+        if keys:
+            statements.append(self._insert_keys + _key_tuples(thread_id, keys, arguments))
+        statements.append("COMMIT")
+        statement = "; ".join(statements)
         async with self.connection() as checkout, checkout.driver.cursor() as cursor:
-            await cursor.execute(statement, [*self.thread_values(changes), *values])
+            await cursor.execute(statement, arguments)
             try:
                 await cursor.nextset()  # the thread's INSERT: fails if the id is taken
             except self._integrity_error as error:
@@ -288,7 +338,7 @@ class SQLiteWriter(FastWriter):
             first = self.guarded_update(changes)
             messages = changes.added
             keys = []
-        rows = [[thread_id, *row] for row in self.message_rows(thread_id, messages)]
+        rows = [[thread_id, *row] for row in self.message_rows(messages)]
         later = [(self._insert_messages, rows), (self._insert_keys, keys)]
         async with self.connection() as checkout:
             driver = checkout.driver

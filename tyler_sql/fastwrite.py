@@ -9,15 +9,19 @@ driver connection of a pooled connection (the writers: :mod:`tyler_sql.fastdrive
 * PostgreSQL (asyncpg): one statement in autocommit, a data-modifying ``WITH``: the guarded
   ``UPDATE`` (or the ``INSERT ... ON CONFLICT DO NOTHING`` of a new thread) ``RETURNING id``,
   and the inserts of messages and lookup keys select from it, so they insert nothing when it
-  matched nothing. One statement is atomic on its own. Rows travel as typed arrays
-  (``unnest``), so the SQL does not depend on how many there are.
+  matched nothing. One statement is atomic on its own. Rows travel in one JSON document
+  (``json_to_recordset``), so the SQL does not depend on how many there are, and asyncpg does
+  not check each element of an array argument in Python, which cost more than the rest of a
+  save's encoding.
 * MariaDB/MySQL (asyncmy, whose connections allow several statements per query): the whole
   transaction is one query, from its ``SET TRANSACTION ISOLATION LEVEL`` to its ``COMMIT``; the
   server runs the statements in order and stops at the first error, which leaves the
   transaction to the pool's rollback. An append's message inserts select their rows only if
   the guarded ``UPDATE`` before them matched (its ``ROW_COUNT()``, kept in a session
   variable), so a stale append writes nothing and commits an empty transaction: one round
-  trip either way, as for a new thread.
+  trip either way, as for a new thread. ``NULL``, integers and times are written into the SQL
+  text as asyncmy would write them, strings are left to its escaping (``%s``): its call per
+  value was most of a save's encoding.
 * SQLite (aiosqlite): the whole transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) runs as one
   call in the connection's worker thread: one thread hop instead of about ten.
 
@@ -37,8 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from sqlalchemy import Column, Table
@@ -51,8 +57,8 @@ from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError
 from tyler_core.models import Message
 from tyler_sql.engine import returned, trusting_checkout
-from tyler_sql.rows import key_rows, message_row, thread_row
-from tyler_sql.schema import Tables
+from tyler_sql.rows import KEY_COLUMNS, MESSAGE_COLUMNS, key_values, message_values
+from tyler_sql.schema import JSONText, Tables
 
 __all__ = [
     "KEY_COLUMNS",
@@ -61,6 +67,7 @@ __all__ = [
     "FastWriter",
     "Shape",
     "fast_writer",
+    "json_text",
     "shape_of",
     "stale",
 ]
@@ -68,8 +75,8 @@ __all__ = [
 #: ``new``: a thread not stored yet; ``append``: messages added to a stored thread, nothing else.
 Shape = Literal["new", "append"]
 
-#: The ``thread_keys`` columns a fast save writes after ``thread_id``, and the ``threads`` ones.
-KEY_COLUMNS = ("digest", "kind", "key", "value")
+#: The ``threads`` columns a fast save writes (``thread_keys``: :data:`KEY_COLUMNS`, ``messages``:
+#: :data:`~tyler_sql.rows.MESSAGE_COLUMNS`, each after ``thread_id``).
 THREAD_COLUMNS = (
     "id",
     "title",
@@ -112,6 +119,35 @@ def stale(changes: ThreadChanges) -> ConcurrencyError:
     )
 
 
+# JSONText's bind processing (tyler_sql.schema) with its encoder's options, without the
+# encoder's per-call set-up for the common cheap values: a string, an empty object.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_quote = encode_basestring
+
+
+def json_text(value: Any) -> str | None:
+    """What :class:`~tyler_sql.schema.JSONText` binds for ``value``: its JSON text, ``None``
+    for ``None``."""
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is str:
+        return _quote(value)  # what the encoder returns for a string
+    if kind is dict and not value:
+        return "{}"
+    return _encode(value)
+
+
+def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    column_type = column.type.dialect_impl(dialect)
+    if (
+        isinstance(column_type, JSONText)
+        and column_type.impl_instance.bind_processor(dialect) is None
+    ):
+        return json_text
+    return column_type.bind_processor(dialect)
+
+
 class _Rows:
     """Rows of one table in a driver's own values: each column through its type's bind
     processing for the dialect (JSON text, UTC times), as SQLAlchemy would send them."""
@@ -120,14 +156,13 @@ class _Rows:
         self.names = tuple(names)
         self._processors: dict[str, Callable[[Any], Any]] = {}
         for name in self.names:
-            column: Column[Any] = table.c[name]
-            processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+            processor = _bind_processor(table.c[name], dialect)
             if processor is not None:
                 self._processors[name] = processor
         self._indexed = [(self.names.index(name), p) for name, p in self._processors.items()]
 
-    def row(self, values: dict[str, Any]) -> list[Any]:
-        row = [values[name] for name in self.names]
+    def bind(self, row: list[Any]) -> list[Any]:
+        """``row`` (values in the order of ``names``) with each value bound, in place."""
         for index, processor in self._indexed:
             row[index] = processor(row[index])
         return row
@@ -163,8 +198,7 @@ class FastWriter(ABC):
         self.threads = quote(tables.threads.name)
         self.messages = quote(tables.messages.name)
         self.keys = quote(tables.keys.name)
-        message_names = [c.name for c in tables.messages.c if c.name not in ("pk", "thread_id")]
-        self._message_rows = _Rows(tables.messages, message_names, dialect)
+        self._message_rows = _Rows(tables.messages, MESSAGE_COLUMNS, dialect)
         self._thread_rows = _Rows(tables.threads, THREAD_COLUMNS, dialect)
         self._tables = tables
         # The guarded UPDATE of an append, without and with the incarnation check (MariaDB and
@@ -176,29 +210,32 @@ class FastWriter(ABC):
         """``a, b, c``, quoted as the dialect needs."""
         return ", ".join(self._quote(name) for name in names)
 
-    def message_rows(self, thread_id: str, messages: Sequence[Message]) -> list[list[Any]]:
-        """One row per message, in the order of the ``messages`` columns (without ``pk`` and
-        ``thread_id``)."""
-        return [self._message_rows.row(message_row(thread_id, m)) for m in messages]
+    def message_rows(self, messages: Sequence[Message]) -> list[list[Any]]:
+        """One row per message: the values of :data:`~tyler_sql.rows.MESSAGE_COLUMNS`, bound."""
+        bind = self._message_rows.bind
+        return [bind(message_values(m)) for m in messages]
 
     def thread_values(self, changes: ThreadChanges) -> list[Any]:
-        """The new ``threads`` row (all columns)."""
-        row = thread_row(
-            changes.thread,
-            version=changes.version,
-            updated_at=changes.updated_at,
-            incarnation=changes.incarnation,
+        """The new ``threads`` row: the values of :data:`THREAD_COLUMNS`, bound."""
+        thread = changes.thread
+        return self._thread_rows.bind(
+            [
+                thread.id,
+                thread.title,
+                thread.created_at,
+                changes.updated_at,
+                thread.attributes,
+                thread.source,
+                changes.version,
+                changes.incarnation,
+            ]
         )
-        return self._thread_rows.row(row)
 
     @staticmethod
-    def key_values(changes: ThreadChanges) -> list[list[Any]]:
-        """The thread's ``thread_keys`` rows (without ``thread_id``)."""
+    def key_values(changes: ThreadChanges) -> list[tuple[str, str, str, str]]:
+        """The thread's ``thread_keys`` rows: the values of :data:`KEY_COLUMNS`."""
         thread = changes.thread
-        return [
-            [row[name] for name in KEY_COLUMNS]
-            for row in key_rows(thread.id, thread.attributes, thread.source)
-        ]
+        return key_values(thread.attributes, thread.source)
 
     def guarded_update(self, changes: ThreadChanges) -> tuple[str, list[Any]]:
         """The version-guarded ``UPDATE`` of an append and its arguments (version, updated_at,

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from tyler_core.jsonvalues import canonical_json
@@ -13,10 +13,14 @@ from tyler_core.models import Message, Thread
 from tyler_sql.search import search_words
 
 __all__ = [
+    "KEY_COLUMNS",
+    "MESSAGE_COLUMNS",
     "file_rows",
     "key_digest",
     "key_rows",
+    "key_values",
     "message_row",
+    "message_values",
     "reaction_rows",
     "source_digest",
     "source_digests",
@@ -27,8 +31,16 @@ ATTRIBUTE = "attribute"
 SOURCE = "source"
 
 
-# Built once: json.dumps with options builds an encoder on every call.
-_encode = json.JSONEncoder(ensure_ascii=False).encode
+# A JSON string as ``json.JSONEncoder(ensure_ascii=False)`` writes it (in an array too): the
+# digests' arrays are built from it directly, without the encoder's per-call set-up.
+_quote = encode_basestring
+_QUOTED_ATTRIBUTE = _quote(ATTRIBUTE)
+_QUOTED_SOURCE = _quote(SOURCE)
+
+
+def _canonical(value: Any) -> str:
+    # canonical_json of a string is its JSON string.
+    return _quote(value) if type(value) is str else canonical_json(value)
 
 
 def key_digest(kind: str, key: str, value: Any) -> str:
@@ -37,8 +49,7 @@ def key_digest(kind: str, key: str, value: Any) -> str:
     The JSON array makes the encoding unambiguous, and canonical JSON makes equal values (rule 7:
     type-strict, numbers by value, objects regardless of key order) share one digest.
     """
-    encoded = _encode([kind, key, canonical_json(value)])
-    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+    return _key_digest(_quote(kind), key, _canonical(value))
 
 
 def source_digest(name: str | None, key: str, value: Any) -> str:
@@ -49,8 +60,23 @@ def source_digest(name: str | None, key: str, value: Any) -> str:
     Covering the name makes this one digest as selective as the source name and the property
     together: a lookup by both reads only the threads that have both.
     """
-    encoded = _encode([SOURCE, name, key, canonical_json(value)])
+    return _source_digest(_source_name(name), key, _canonical(value))
+
+
+# The JSON arrays hashed, as ``json.JSONEncoder(ensure_ascii=False).encode`` writes them (items
+# separated by ", "): kind and source name come quoted.
+def _key_digest(quoted_kind: str, key: str, canonical: str) -> str:
+    encoded = f"[{quoted_kind}, {_quote(key)}, {_quote(canonical)}]"
     return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _source_digest(quoted_name: str, key: str, canonical: str) -> str:
+    encoded = f"[{_QUOTED_SOURCE}, {quoted_name}, {_quote(key)}, {_quote(canonical)}]"
+    return hashlib.sha256(encoded.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _source_name(name: str | None) -> str:
+    return "null" if name is None else _quote(name)
 
 
 def source_digests(name: str, properties: Mapping[str, Any]) -> list[str]:
@@ -68,31 +94,40 @@ def source_digests(name: str, properties: Mapping[str, Any]) -> list[str]:
     return digests
 
 
+#: The ``thread_keys`` columns of :func:`key_values`, after ``thread_id``.
+KEY_COLUMNS = ("digest", "kind", "key", "value")
+
+
+def key_values(
+    attributes: Mapping[str, Any], source: Mapping[str, Any] | None
+) -> list[tuple[str, str, str, str]]:
+    """One ``thread_keys`` row per top-level key of ``attributes`` and ``source``, without
+    ``thread_id``: the values of :data:`KEY_COLUMNS`."""
+    rows = []
+    for key, value in attributes.items():
+        canonical = _canonical(value)
+        digest = _key_digest(_QUOTED_ATTRIBUTE, key, canonical)
+        rows.append((digest, ATTRIBUTE, key, canonical))
+    if source:
+        name = _source_name(_canonical(source["name"]) if "name" in source else None)
+        for key, value in source.items():
+            canonical = _canonical(value)
+            if key == "name":
+                digest = _key_digest(_QUOTED_SOURCE, key, canonical)
+            else:
+                digest = _source_digest(name, key, canonical)
+            rows.append((digest, SOURCE, key, canonical))
+    return rows
+
+
 def key_rows(
     thread_id: str, attributes: Mapping[str, Any], source: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
     """One ``thread_keys`` row per top-level key of ``attributes`` and ``source``."""
-    rows = []
-    for key, value in attributes.items():
-        rows.append(_key_row(thread_id, ATTRIBUTE, key, value, key_digest(ATTRIBUTE, key, value)))
-    if source:
-        name = canonical_json(source["name"]) if "name" in source else None
-        for key, value in source.items():
-            digest = (
-                key_digest(SOURCE, key, value) if key == "name" else source_digest(name, key, value)
-            )
-            rows.append(_key_row(thread_id, SOURCE, key, value, digest))
-    return rows
-
-
-def _key_row(thread_id: str, kind: str, key: str, value: Any, digest: str) -> dict[str, Any]:
-    return {
-        "thread_id": thread_id,
-        "digest": digest,
-        "kind": kind,
-        "key": key,
-        "value": canonical_json(value),
-    }
+    return [
+        {"thread_id": thread_id, "digest": digest, "kind": kind, "key": key, "value": value}
+        for digest, kind, key, value in key_values(attributes, source)
+    ]
 
 
 def thread_row(
@@ -111,25 +146,51 @@ def thread_row(
     }
 
 
+#: The ``messages`` columns of :func:`message_values`: all but ``pk`` and ``thread_id``.
+MESSAGE_COLUMNS = (
+    "id",
+    "sequence",
+    "role",
+    "content",
+    "name",
+    "tool_call_id",
+    "tool_calls",
+    "attributes",
+    "timestamp",
+    "source",
+    "metrics",
+    "search_words",
+    "attachment_count",
+    "reaction_count",
+)
+
+
+def message_values(message: Message) -> list[Any]:
+    """The values of :data:`MESSAGE_COLUMNS` for a message, in that order (Python values:
+    documents and times as they are, not yet bound for a dialect)."""
+    return [
+        message.id,
+        message.sequence,
+        message.role,
+        message.content,
+        message.name,
+        message.tool_call_id,
+        message.tool_calls,
+        message.attributes,
+        message.timestamp,
+        message.source,
+        message.metrics,
+        search_words(message),
+        len(message.attachments),
+        sum(len(users) for users in message.reactions.values()) if message.reactions else 0,
+    ]
+
+
 def message_row(thread_id: str, message: Message) -> dict[str, Any]:
     """The ``messages`` row of a message (without the surrogate key)."""
-    return {
-        "thread_id": thread_id,
-        "id": message.id,
-        "sequence": message.sequence,
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "tool_call_id": message.tool_call_id,
-        "tool_calls": message.tool_calls,
-        "attributes": message.attributes,
-        "timestamp": message.timestamp,
-        "source": message.source,
-        "metrics": message.metrics,
-        "search_words": search_words(message),
-        "attachment_count": len(message.attachments),
-        "reaction_count": sum(len(users) for users in message.reactions.values()),
-    }
+    row = dict(zip(MESSAGE_COLUMNS, message_values(message), strict=True))
+    row["thread_id"] = thread_id
+    return row
 
 
 def file_rows(thread_id: str, messages: Iterable[Message]) -> list[dict[str, Any]]:

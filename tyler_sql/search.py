@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+")
+# bytes.translate's table: each ASCII byte that is not a word character (\w) made a space (the
+# upper half is never used: only ASCII text is translated).
+_ASCII_WORDS = bytes(
+    [c if chr(c).isalnum() or chr(c) == "_" else 0x20 for c in range(128)] + [0x20] * 128
+)
 # No engine indexes longer words (PostgreSQL stops at 2047 bytes, MariaDB at 84 characters).
 _LONGEST_WORD = 80
 
@@ -51,7 +56,16 @@ def content_words(content: Any) -> str | None:
         content = " ".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
     if not isinstance(content, str) or not content:
         return None
-    words = {w for w in _WORD.findall(content.lower()) if len(w) <= _LONGEST_WORD}
+    lowered = content.lower()
+    if lowered.isascii():
+        # The same words without the regular expression, several times faster: an ASCII \w is
+        # a letter, a digit or "_", so the runs left between the other characters once those
+        # are made spaces are the \w+ runs; bytes sort as their code points do.
+        found = set(lowered.encode("ascii").translate(_ASCII_WORDS).split())
+        if len(lowered) > _LONGEST_WORD and max(map(len, found), default=0) > _LONGEST_WORD:
+            found = {w for w in found if len(w) <= _LONGEST_WORD}
+        return b" ".join(sorted(found)).decode("ascii") or None
+    words = {w for w in _WORD.findall(lowered) if len(w) <= _LONGEST_WORD}
     return " ".join(sorted(words)) or None
 
 
