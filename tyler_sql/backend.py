@@ -14,8 +14,10 @@ Where it differs from or adds to the contract:
   changed, no attachments or reactions), skip SQLAlchemy's statements: on asyncpg, asyncmy and
   aiosqlite they run SQL written once per namespace on the driver's own connection, in the
   fewest round trips (PostgreSQL: one statement; :mod:`tyler_sql.fastwrite`).
-* ``append()`` locks the thread row (``SELECT ... FOR UPDATE``; SQLite: ``BEGIN IMMEDIATE``)
-  before it reads the highest sequence.
+* ``append()`` reads the highest sequence once the thread row is locked (``SELECT ... FOR
+  UPDATE``; SQLite: ``BEGIN IMMEDIATE``), or known unchanged since the statement's snapshot
+  (PostgreSQL's one-statement append): on asyncpg, asyncmy and aiosqlite in one round trip
+  (:mod:`tyler_sql.fastappend`).
 * A page of threads (``get``, ``list``, the lookups) is one statement that returns each message
   as a JSON document the database assembles (:mod:`tyler_sql.pages`), so it needs no transaction
   of its own (PostgreSQL and SQLite run it in autocommit; MariaDB sends a ``ROLLBACK`` with it,
@@ -55,6 +57,7 @@ from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
 from tyler_sql.driverfetch import driver_fetch
 from tyler_sql.engine import STATEMENT_OPTION, WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
+from tyler_sql.fastappend import fast_appender
 from tyler_sql.fastwrite import fast_writer, shape_of
 from tyler_sql.migrate import drop_namespace, prepare_schema, schema_lock
 from tyler_sql.pages import PageReader
@@ -133,6 +136,7 @@ class SQLBackend(StorageBackend):
             self._statement_engine = self._engine.execution_options(**{STATEMENT_OPTION: True})
         # The common saves (a new thread, messages appended) in the fewest round trips.
         self._fast = fast_writer(self._tables, self._engine)
+        self._appender = fast_appender(self._tables, self._engine, self._fast)
         self._opened = False
         self._min_token = 1
 
@@ -368,6 +372,19 @@ class SQLBackend(StorageBackend):
         messages: Sequence[Message],
         *,
         updated_at: datetime,
+    ) -> list[Message]:
+        appender = self._appender
+        if appender is not None:
+            async with _held(self._turns), _held(self._writers):
+                added = await appender.append(thread_id, messages, updated_at=updated_at)
+            if added is not None:
+                return added
+            # Nothing written: attachments or reactions, a taken id (named below), or a
+            # connection the fast append could not use.
+        return await self._append_statements(thread_id, messages, updated_at=updated_at)
+
+    async def _append_statements(
+        self, thread_id: str, messages: Sequence[Message], *, updated_at: datetime
     ) -> list[Message]:
         sql = self._sql
         by_id = {"b_thread_id": thread_id}
