@@ -25,7 +25,7 @@ from tyler_core.testing import ThreadStoreConformance
 from tyler_core.testing.base import fresh_namespace
 from tyler_sql.backend import SQLBackend
 from tyler_sql.driverfetch import DriverFetch
-from tyler_sql.engine import sqlalchemy_url
+from tyler_sql.engine import _use_wal, sqlalchemy_url
 from tyler_sql.migrate import drop_namespace
 from tyler_sql.pages import PageReader
 from tyler_sql.schema import build_tables
@@ -592,6 +592,55 @@ async def test_a_version_0_thread_deleted_since_loading_is_saved_whole(
     assert stored is not None
     assert [m.content for m in stored.messages] == [m.content for m in loaded.messages]
     assert await sql_store.find_by_attributes({"k": "v"}) != []
+
+
+async def test_stores_opening_one_new_sqlite_file_at_once_all_open(tmp_path: Path) -> None:
+    # Each new connection switches the file to WAL; racing ones are refused that switch at once
+    # ("database is locked", without the busy timeout) and must find it done or try again.
+    for round_number in range(10):
+        url = f"sqlite:///{tmp_path}/new{round_number}.db"
+        stores = await asyncio.gather(*(ThreadStore.create(url) for _ in range(8)))
+        try:
+            await stores[0].save(Thread(id="seen"))
+            assert all([await store.get("seen") is not None for store in stores])
+        finally:
+            for store in stores:
+                await store.close()
+
+
+def test_a_connection_refused_the_switch_to_wal_finds_it_done_or_tries_again() -> None:
+    class Cursor:
+        """A connection that loses the race twice, then finds the file switched."""
+
+        def __init__(self) -> None:
+            self.statements: list[str] = []
+            self.mode = "delete"
+
+        def execute(self, sql: str) -> None:
+            self.statements.append(sql)
+            if sql == "PRAGMA journal_mode = WAL":
+                raise RuntimeError("(sqlite3.OperationalError) database is locked")
+            if len(self.statements) == 4:
+                self.mode = "wal"  # the winner switched it meanwhile
+
+        def fetchone(self) -> tuple[str]:
+            return (self.mode,)
+
+    cursor = Cursor()
+    _use_wal(cursor)
+    assert cursor.statements == [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA journal_mode",
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA journal_mode",
+    ]
+
+    class Broken(Cursor):
+        def execute(self, sql: str) -> None:
+            raise RuntimeError("disk I/O error")
+
+    with pytest.raises(RuntimeError, match="disk I/O"):
+        _use_wal(Broken())
 
 
 async def test_stores_opening_a_new_namespace_at_once_create_its_schema_once(

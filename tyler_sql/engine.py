@@ -240,6 +240,34 @@ def _configure_mysql(engine: AsyncEngine) -> None:
             connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
+# How long a connection to a new SQLite file tries to switch it to WAL while others do too.
+_WAL_TRIES = 100
+_WAL_PAUSE = 0.01
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (a property of the file, kept once set).
+
+    Switching takes an exclusive lock, and SQLite refuses it at once, without waiting for the
+    busy timeout ("database is locked"), to a connection that races another one to it: several
+    stores opening a new file together. Whichever wins switches the file for all; the others
+    find it switched, or try again a moment later.
+    """
+    for _ in range(_WAL_TRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except Exception as error:  # the driver's OperationalError, as SQLAlchemy adapts it
+            if "database is locked" not in str(error):
+                raise
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if row is not None and str(row[0]).lower() == "wal":
+            return
+        time.sleep(_WAL_PAUSE)  # rare: only while connections race to a new file
+    cursor.execute("PRAGMA journal_mode = WAL")
+
+
 def _configure_sqlite(engine: AsyncEngine, *, memory: bool) -> None:
     """SQLAlchemy's recipe for real SQLite transactions: the driver emits no BEGIN, we do."""
 
@@ -251,7 +279,7 @@ def _configure_sqlite(engine: AsyncEngine, *, memory: bool) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
