@@ -594,18 +594,22 @@ async def test_a_version_0_thread_deleted_since_loading_is_saved_whole(
     assert await sql_store.find_by_attributes({"k": "v"}) != []
 
 
+async def _open_at_once_and_share(url: str, count: int, **options: Any) -> None:
+    """Open ``count`` stores on ``url`` at once; each must see what one of them saved."""
+    stores = await asyncio.gather(*(ThreadStore.create(url, **options) for _ in range(count)))
+    try:
+        await stores[0].save(Thread(id="seen"))
+        assert all([await store.get("seen") is not None for store in stores])
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_stores_opening_one_new_sqlite_file_at_once_all_open(tmp_path: Path) -> None:
     # Each new connection switches the file to WAL; racing ones are refused that switch at once
     # ("database is locked", without the busy timeout) and must find it done or try again.
     for round_number in range(10):
-        url = f"sqlite:///{tmp_path}/new{round_number}.db"
-        stores = await asyncio.gather(*(ThreadStore.create(url) for _ in range(8)))
-        try:
-            await stores[0].save(Thread(id="seen"))
-            assert all([await store.get("seen") is not None for store in stores])
-        finally:
-            for store in stores:
-                await store.close()
+        await _open_at_once_and_share(f"sqlite:///{tmp_path}/new{round_number}.db", 8)
 
 
 def test_a_connection_refused_the_switch_to_wal_finds_it_done_or_tries_again() -> None:
@@ -650,15 +654,7 @@ async def test_stores_opening_a_new_namespace_at_once_create_its_schema_once(
         pytest.skip("an in-memory database belongs to one store")
     namespace = fresh_namespace()
     try:
-        stores = await asyncio.gather(
-            *(ThreadStore.create(sql_url, namespace=namespace) for _ in range(4))
-        )
-        try:
-            await stores[0].save(Thread(id="seen"))
-            assert all([await store.get("seen") is not None for store in stores])
-        finally:
-            for store in stores:
-                await store.close()
+        await _open_at_once_and_share(sql_url, 4, namespace=namespace)
     finally:
         if not sql_url.startswith("sqlite"):
             await drop_namespaces(sql_url, [namespace])
