@@ -97,8 +97,9 @@ def table(result: BackendResult) -> list[str]:
 
 
 def plot_w1(results: Sequence[BackendResult], path: Path) -> bool:
-    """Plot W1's per-save cost against thread length, each backend next to its baseline and
-    to the same growth through ``store.append``. Returns whether there was anything to plot."""
+    """Plot W1's per-save cost against thread length: one panel per backend, its save next to
+    its baseline and to the same growth through ``store.append`` (each panel on its own scale,
+    so that no backend's lines hide another's). Returns whether there was anything to plot."""
     measured = [r for r in results if r.w1]
     if not measured:
         return False
@@ -107,30 +108,40 @@ def plot_w1(results: Sequence[BackendResult], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for n, result in enumerate(measured):
+    columns = min(3, len(measured))
+    rows = -(-len(measured) // columns)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.9 * rows + 0.6), squeeze=False
+    )
+    for axes, result in zip(grid.flat, measured, strict=False):
         lengths = sorted(result.w1)
-        colour = colours[n % len(colours)]
         ours = [result.w1[length][0] * 1000 for length in lengths]
         base = [result.w1[length][1] * 1000 for length in lengths]
-        label = result.name + ("" if result.representative else " (test server)")
-        axes.plot(lengths, ours, "o-", color=colour, label=f"{label}: add_message + save")
-        axes.plot(lengths, base, "s--", color=colour, alpha=0.6, label=f"{label}: raw baseline")
+        axes.plot(lengths, ours, "o-", color="tab:blue", label="add_message + save")
+        axes.plot(lengths, base, "s--", color="tab:grey", label="raw baseline")
+        highest = max(ours + base)
         if all(length in result.w1_append for length in lengths):
             appended = [result.w1_append[length] * 1000 for length in lengths]
-            axes.plot(lengths, appended, "^:", color=colour, label=f"{label}: store.append")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    ticks = sorted({length for result in measured for length in result.w1})
-    axes.set_xticks(ticks, [f"{t:,}" for t in ticks])
-    axes.minorticks_off()
-    axes.set_xlabel("messages in the thread")
-    axes.set_ylabel("add one message (ms, median)")
-    axes.set_title("W1: per-save cost against thread length")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small", ncol=2)
-    figure.tight_layout()
+            axes.plot(lengths, appended, "^:", color="tab:orange", label="store.append")
+            highest = max(highest, *appended)
+        axes.set_xscale("log")
+        axes.set_xticks(lengths, [f"{t:,}" for t in lengths])
+        axes.minorticks_off()
+        axes.set_ylim(bottom=0, top=highest * 1.15)
+        axes.set_title(result.name + ("" if result.representative else " (test server)"))
+        axes.grid(True, alpha=0.3)
+    for axes in grid.flat[len(measured) :]:
+        axes.set_visible(False)
+    for axes in grid[:, 0]:
+        axes.set_ylabel("ms per message (median)")
+    for axes in grid[-1, :]:
+        axes.set_xlabel("messages in the thread")
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    figure.suptitle("W1: cost of adding one message against thread length")
+    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    figure.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=3, frameon=False
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
