@@ -171,7 +171,10 @@ def _clone_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """A strict clone of a dict (a JSON object, or a model's ``__dict__``)."""
     clone = fields.copy()
     for key, value in fields.items():
-        if type(value) not in _LEAVES:
+        kind = type(value)
+        if kind is int:  # the commonest non-leaf in metrics and attributes
+            clone[key] = _SMALL_INTS[value] if -16 <= value < 1024 else _Int(value)
+        elif kind not in _LEAVES:
             clone[key] = _clone(value)
     return clone
 
@@ -212,15 +215,11 @@ def _clone_message(message: Message) -> dict[str, Any]:
     for key in _CONTAINER_FIELDS:
         value = fields[key]
         kind = type(value)
-        if kind in _LEAVES:
-            continue
-        if value:
-            clone[key] = _clone(value)
-        elif kind is dict:
-            clone[key] = _EMPTY_DICT
+        if kind is dict:
+            clone[key] = _clone_fields(value) if value else _EMPTY_DICT
         elif kind is list:
-            clone[key] = _EMPTY_LIST
-        else:
+            clone[key] = [_clone(item) for item in value] if value else _EMPTY_LIST
+        elif kind is not str and value is not None:
             clone[key] = _clone(value)
     return clone
 
