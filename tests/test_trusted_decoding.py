@@ -101,8 +101,8 @@ def test_a_list_of_trusted_messages_decodes_as_each_one_does() -> None:
         assert message.__pydantic_fields_set__ == one.__pydantic_fields_set__
         assert message.timestamp.tzinfo is UTC
     assert decode_trusted_messages("[]") == []
-    with pytest.raises(ValidationError):  # types and the model's invariant still hold
-        decode_trusted_messages('[{"role": "user"}, {"role": "tool", "content": "x"}]')
+    with pytest.raises(ValidationError):  # types still hold
+        decode_trusted_messages('[{"role": "user"}, {"role": "robot", "content": "x"}]')
 
 
 @pytest.mark.parametrize(
@@ -279,7 +279,6 @@ def test_untrusted_input_is_fully_validated(context: dict[str, Any] | None) -> N
         '{"role": "user", "colour": "red"}',
         '{"role": "user", "sequence": -1}',
         '{"role": "user", "timestamp": "yesterday"}',
-        '{"role": "tool", "content": "x"}',  # the model's own invariant still holds
     ],
 )
 def test_trusted_decoding_still_checks_types_and_invariants(document: str) -> None:
@@ -288,6 +287,23 @@ def test_trusted_decoding_still_checks_types_and_invariants(document: str) -> No
     with pytest.raises(ValidationError) as full:
         Message.model_validate_json(document)
     assert str(trusted.value) == str(full.value)  # the same errors, under the same title
+
+
+def test_trusted_decoding_skips_the_invariants_a_write_checked() -> None:
+    # What a backend reads back was checked when it was written: a read pays for neither check.
+    tool = '{"id": "m1", "role": "tool", "content": "x"}'
+    assert Message.model_validate_json(tool, context=TRUSTED).tool_call_id is None
+    twice = f'{{"id": "t", "messages": [{tool}, {tool}]}}'
+    thread = Thread.model_validate_json(twice, context=TRUSTED)
+    assert [m.id for m in thread.messages] == ["m1", "m1"]
+    assert [m.sequence for m in thread.messages] == [None, None]  # none assigned either
+    with pytest.raises(ValidationError, match="tool_call_id"):
+        Message.model_validate_json(tool)
+    fixed = twice.replace('"content"', '"tool_call_id": "c", "content"')
+    with pytest.raises(ValidationError, match="two messages have the id"):
+        Thread.model_validate_json(fixed)
+    with pytest.raises(ValidationError, match="two messages have the id"):
+        Thread.model_validate(json.loads(fixed), context={"tyler_trusted": 1})
 
 
 class ShoutingMessage(Message):

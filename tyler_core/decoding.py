@@ -4,9 +4,9 @@ A backend reads its own rows back with ``context=TRUSTED`` (:mod:`tyler_core.mod
 validator of the models that takes the validation info returns its value unchanged then: the
 value was checked when it was written. pydantic still calls each of them, several Python calls
 per message, so :func:`trusted_validator` builds a validator from the model's core schema with
-those validators left out. Decoding then runs in pydantic-core alone, but for the validators
-that take no info (``to_utc``, which gives datetimes ``datetime.UTC`` rather than pydantic's own
-UTC tzinfo, and the model validators), which run as they always do.
+those validators left out (the model validators too: they take the info). Decoding then runs in
+pydantic-core alone, but for the validators that take no info (``to_utc``, which gives datetimes
+``datetime.UTC`` rather than pydantic's own UTC tzinfo), which run as they always do.
 
 Only models with a model validator (``Message``, ``Thread``) gain anything: pydantic-core builds
 any other model, alone or held by another (``Attachment`` in ``Message``), with that model's own

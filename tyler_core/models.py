@@ -45,7 +45,9 @@ __all__ = [
 
 #: Validation context for data this library validated when it was written: backends pass it to
 #: ``model_validate``/``model_validate_json`` when they read their own rows back, which skips
-#: the value checks (JSON limits, id lengths, NUL characters) but not pydantic's type parsing.
+#: the value checks (JSON limits, id lengths, NUL characters) and the invariants a write checked
+#: (a tool message's call id; unique ids and sequences, no message without one), but not
+#: pydantic's type parsing.
 #: Every validator here that takes the validation info returns its value unchanged for trusted
 #: data: trusted validation of the models below leaves those out (:mod:`tyler_core.decoding`).
 TRUSTED: dict[str, Any] = {"tyler_trusted": True}
@@ -238,7 +240,9 @@ class Message(_Model):
         return value
 
     @model_validator(mode="after")
-    def _tool_needs_call_id(self) -> Self:
+    def _tool_needs_call_id(self, info: ValidationInfo) -> Self:
+        if _trusted(info):
+            return self
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a message with role 'tool' needs a tool_call_id")
         return self
@@ -265,7 +269,9 @@ class Thread(_Model):
     _incarnation: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_messages(self) -> Self:
+    def _check_messages(self, info: ValidationInfo) -> Self:
+        if _trusted(info):  # stored messages: sequenced and unique when they were written
+            return self
         assign_sequences(self.messages)
         check_unique(self.messages)
         return self
