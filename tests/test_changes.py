@@ -19,10 +19,10 @@ from tyler_core import (
     Thread,
     ThreadChanges,
     ThreadStore,
+    clones,
     register_backend,
     unregister_backend,
 )
-from tyler_core import changes as changes_module
 from tyler_core.testing.base import exact, stored_form
 
 
@@ -293,7 +293,7 @@ async def test_the_store_never_aliases_the_callers_objects(store: ThreadStore) -
     loaded.messages[0].reactions.setdefault("👍", []).append("amy")
     assert written(await save(store, loaded)) == ([], ["m0"], [])
     assert written(await save(store, loaded)) == NOTHING
-    assert changes_module._EMPTY_DICT == {} and changes_module._EMPTY_LIST == []
+    assert clones._EMPTY_DICT == {} and clones._EMPTY_LIST == []
 
 
 # -- top-level fields that validation normalises ------------------------------------------------

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tyler_core import Message, Thread, ThreadChanges, ThreadStore
-from tyler_core.changes import _clone, _clone_message
+from tyler_core.clones import clone_message as _clone_message
+from tyler_core.clones import clone_value as _clone
 from tyler_core.jsonvalues import INT64_MAX, INT64_MIN
 from tyler_core.testing.base import exact
 

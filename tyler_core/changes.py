@@ -6,13 +6,8 @@ the snapshot and hands the backend only what differs, so an in-place edit of a n
 (``msg.attributes["k"]["x"] = 1``) is seen like any other change, and appending one message to a
 long thread writes one message.
 
-A clone shares the immutable leaves of what it copies (strings, datetimes, ``None``) and copies
-every container, so an unchanged message compares with its clone in one C-level
-``clone == message.__dict__`` that mostly checks identities. Numbers are wrapped so that they
-compare type-strictly (``1``, ``1.0`` and ``True`` are equal in Python but different JSON), which
-works because the clone is always the left operand, so its ``__eq__`` runs. Key order is not
-compared (lookups ignore it too), and a datetime replaced by the same instant in another zone
-counts as unchanged (it is stored as the same UTC value).
+The clones (:mod:`tyler_core.clones`) compare with the live objects type-strictly, in one
+C-level comparison per message that mostly checks identities.
 
 A save whose message list starts with exactly the messages of the snapshot (messages appended, or
 none) compares those in one pass and does per-message work only for the new ones; any other save
@@ -21,16 +16,13 @@ compares message by message.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from pydantic import BaseModel
-
+from tyler_core.clones import SYSTEM_ENTRY, clone_entries, clone_fields, clone_message
 from tyler_core.jsonvalues import INT64_MAX
 from tyler_core.models import Message, Thread, assign_sequences, check_unique, new_incarnation
 
@@ -44,189 +36,9 @@ _SEQUENCE_FIELD = itemgetter("sequence")
 # (a system message's may be None; True or 1.0 would compare equal to 1).
 _SEQUENCE_TYPES = frozenset({int, type(None)})
 
-# -- strict clones ----------------------------------------------------------------------------
-
-
-class _Int(int):
-    """A cloned int: equal to an int of the same value only (not to ``True`` or ``1.0``)."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object, _equal: Any = int.__eq__) -> bool:
-        return type(other) is int and _equal(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    __hash__ = int.__hash__
-
-
-class _Float(float):
-    """A cloned float: equal to a float of the same value and sign only (``-0.0`` is not ``0.0``
-    in JSON)."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object, _equal: Any = float.__eq__) -> bool:
-        if type(other) is not float or not _equal(self, other):
-            return False
-        return bool(self) or math.copysign(1.0, self) == math.copysign(1.0, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    __hash__ = float.__hash__
-
-
-class _Bool:
-    """A cloned bool (bool cannot be subclassed): equal to the same bool only, not to 1 or 0."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: bool) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return other is self.value
-
-
-_TRUE, _FALSE = _Bool(True), _Bool(False)
-# Clones are never modified, so they can share these (counts and small numbers are common).
-_SMALL_INTS = {value: _Int(value) for value in range(-16, 1024)}
-_UNCOPYABLE = object()
-
-
-class _Model:
-    """A cloned model (an attachment): equal to a model of the same class with equal fields."""
-
-    __slots__ = ("fields", "kind")
-
-    def __init__(self, model: BaseModel) -> None:
-        self.kind = type(model)
-        self.fields = _clone_fields(model.__dict__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is self.kind and self.fields == other.__dict__
-
-
-class _Other:
-    """A clone of a value of no JSON type (only a third-party backend could return one): a deep
-    copy, equal to a value of the same type that compares equal to it."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        try:
-            self.value = deepcopy(value)
-        except Exception:  # not copyable: never equal, so the message is checked on save
-            self.value = _UNCOPYABLE
-
-    def __eq__(self, other: object) -> bool:
-        value = self.value
-        return value is not _UNCOPYABLE and type(other) is type(value) and bool(value == other)
-
-
-class _SystemMessage:
-    """Stands for a system message in a snapshot: never stored, so only its place counts."""
-
-    __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is dict and other.get("role") == "system"
-
-
-_SYSTEM = _SystemMessage()
-
-# Clones are never modified, so every empty container of every clone can be the same object.
-_EMPTY_DICT: dict[str, Any] = {}
-_EMPTY_LIST: list[Any] = []
-
-
-def _clone(value: Any) -> Any:
-    """A strict clone of a field value (see the module docstring)."""
-    kind = type(value)
-    if kind is str or value is None or kind is datetime:
-        return value
-    if kind is dict:
-        return _clone_fields(value) if value else _EMPTY_DICT
-    if kind is list:
-        return [_clone(item) for item in value] if value else _EMPTY_LIST
-    if kind is int:
-        clone = _SMALL_INTS.get(value)
-        return _Int(value) if clone is None else clone
-    if kind is float:
-        return _Float(value)
-    if kind is bool:
-        return _TRUE if value else _FALSE
-    if isinstance(value, BaseModel):
-        return _Model(value)
-    return _Other(value)
-
-
-# Values a clone shares with what it copies: immutable, and compared exactly by ``==``.
-_LEAVES = frozenset({str, type(None), datetime})
-
-
-def _clone_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """A strict clone of a dict (a JSON object, or a model's ``__dict__``)."""
-    clone = fields.copy()
-    for key, value in fields.items():
-        kind = type(value)
-        if kind is int:  # the commonest non-leaf in metrics and attributes
-            clone[key] = _SMALL_INTS[value] if -16 <= value < 1024 else _Int(value)
-        elif kind not in _LEAVES:
-            clone[key] = _clone(value)
-    return clone
-
 
 def _thread_fields(thread: Thread) -> dict[str, Any]:
     return {name: getattr(thread, name) for name in _THREAD_FIELDS}
-
-
-# The fields of a Message that can hold a container (content is a string or a list of parts).
-# Validation puts a string, None or a datetime in each of the others, and the sequence is left as
-# it is. Backends return validated messages, and the store clones only those.
-_CONTAINER_FIELDS = (
-    "content",
-    "tool_calls",
-    "attributes",
-    "source",
-    "attachments",
-    "metrics",
-    "reactions",
-)
-
-
-def _clone_message(message: Message) -> dict[str, Any]:
-    """The clone of a stored message. Its ``sequence`` is the message's own int, not a strict
-    one, which saves a Python-level comparison per message: saves check the type of every
-    sequence in bulk instead (see :data:`_SEQUENCE_TYPES`).
-
-    Snapshots clone every message a read returns, so a plain ``Message`` (validated: see
-    :data:`_CONTAINER_FIELDS`) is cloned by looking only at the fields that can hold a container;
-    a subclass may add fields of any kind."""
-    fields = message.__dict__
-    clone = fields.copy()
-    if type(message) is not Message:
-        for key, value in fields.items():
-            if type(value) not in _LEAVES and key != "sequence":
-                clone[key] = _clone(value)
-        return clone
-    for key in _CONTAINER_FIELDS:
-        value = fields[key]
-        kind = type(value)
-        if kind is dict:
-            clone[key] = _clone_fields(value) if value else _EMPTY_DICT
-        elif kind is list:
-            clone[key] = [_clone(item) for item in value] if value else _EMPTY_LIST
-        elif kind is not str and value is not None:
-            clone[key] = _clone(value)
-    return clone
-
-
-def _entries(messages: Sequence[Message]) -> list[Any]:
-    """One snapshot entry per message, in list order: a clone, or the system-message marker."""
-    return [_SYSTEM if m.role == "system" else _clone_message(m) for m in messages]
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -251,7 +63,7 @@ def _layout_of(entries: Sequence[Any]) -> _Layout:
     last, ordered = -1, True
     first: int | None = 0
     for position, entry in enumerate(entries):
-        if entry is _SYSTEM:
+        if entry is SYSTEM_ENTRY:
             first = position + 1 if first is not None and not index else None
             continue
         index[entry["id"]] = entry
@@ -289,8 +101,8 @@ def snapshot_of(thread: Thread) -> Snapshot:
     return Snapshot(
         thread.id,
         thread.version,
-        _clone_fields(_thread_fields(thread)),
-        _entries(thread.messages),
+        clone_fields(_thread_fields(thread)),
+        clone_entries(thread.messages),
     )
 
 
@@ -410,7 +222,7 @@ def _appended(thread: Thread, snapshot: Snapshot) -> _Messages | None:
         previous = checked.sequence
         added.append(checked)
         copies.append((message, checked))
-        clones[message.id] = _clone_message(checked)
+        clones[message.id] = clone_message(checked)
 
     first = layout.first
     if first is None:
@@ -420,7 +232,7 @@ def _appended(thread: Thread, snapshot: Snapshot) -> _Messages | None:
         messages = [*prefix[first:], *added]
     if not layout.ordered:
         messages.sort(key=_SEQUENCE)
-    tail_entries = [_SYSTEM if m.role == "system" else clones[m.id] for m in tail]
+    tail_entries = [SYSTEM_ENTRY if m.role == "system" else clones[m.id] for m in tail]
     next_layout = None
     if len(new) == len(tail):  # no system message after the stored ones: the layout carries on
         next_index = index.copy()
@@ -463,9 +275,9 @@ def _compared(thread: Thread, snapshot: Snapshot | None) -> _Messages:
         else:  # equal once validated (1.0 given for an int field, say): nothing to write
             clones[message.id] = clone
             continue
-        clones[message.id] = _clone_message(checked)
+        clones[message.id] = clone_message(checked)
     result.messages.sort(key=_SEQUENCE)
-    result.entries = [_SYSTEM if m.role == "system" else clones[m.id] for m in current]
+    result.entries = [SYSTEM_ENTRY if m.role == "system" else clones[m.id] for m in current]
     if snapshot is not None:
         result.removed = [mid for mid in index if mid not in clones]
     return result
@@ -503,11 +315,11 @@ def compute_changes(
     if not usable or snapshot is None:
         found = _compared(thread, None)
         thread_changed = True
-        thread_clone = _clone_fields(fields)
+        thread_clone = clone_fields(fields)
     else:
         found = _appended(thread, snapshot) or _compared(thread, snapshot)
         thread_changed = snapshot.thread != fields  # the clone on the left
-        thread_clone = _clone_fields(fields) if thread_changed else snapshot.thread
+        thread_clone = clone_fields(fields) if thread_changed else snapshot.thread
     return ThreadChanges(
         thread=header,
         version=version,
