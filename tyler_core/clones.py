@@ -27,35 +27,47 @@ from tyler_core.models import Message
 __all__ = ["SYSTEM_ENTRY", "clone_entries", "clone_fields", "clone_message", "clone_value"]
 
 
-class _Int(int):
-    """A cloned int: equal to an int of the same value only (not to ``True`` or ``1.0``)."""
+class _Int:
+    """A cloned int: equal to an int of the same value only (not to ``True`` or ``1.0``).
 
-    __slots__ = ()
+    Not an ``int`` subclass: comparing the value it holds costs about half as much as calling
+    ``int.__eq__`` on itself, once per number of every message a save compares."""
 
-    def __eq__(self, other: object, _equal: Any = int.__eq__) -> bool:
-        return type(other) is int and _equal(self, other)
+    __slots__ = ("value",)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    def __init__(self, value: int) -> None:
+        self.value = value
 
-    __hash__ = int.__hash__
+    def __eq__(self, other: object) -> bool:
+        return type(other) is int and other == self.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
-class _Float(float):
+class _Float:
     """A cloned float: equal to a float of the same value and sign only (``-0.0`` is not ``0.0``
     in JSON)."""
 
-    __slots__ = ()
+    __slots__ = ("value",)
 
-    def __eq__(self, other: object, _equal: Any = float.__eq__) -> bool:
-        if type(other) is not float or not _equal(self, other):
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        value = self.value
+        if type(other) is not float or other != value:
             return False
-        return bool(self) or math.copysign(1.0, self) == math.copysign(1.0, other)
+        return bool(value) or math.copysign(1.0, value) == math.copysign(1.0, other)
 
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
+    def __hash__(self) -> int:
+        return hash(self.value)
 
-    __hash__ = float.__hash__
+    def __repr__(self) -> str:
+        return repr(self.value)
 
 
 class _Bool:
