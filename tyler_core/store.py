@@ -3,6 +3,9 @@
 System messages are never stored; versions and ``updated_at`` are stamped here; a save hands the
 backend only what changed since this store last returned or saved the thread; arguments are
 checked once; driver errors are wrapped; URLs are masked wherever they are shown.
+
+The snapshot cache is in :mod:`tyler_core.snapshots`, the argument checks in
+:mod:`tyler_core.arguments` and the error wrapping in :mod:`tyler_core.error_wrapping`.
 """
 
 from __future__ import annotations
@@ -11,28 +14,22 @@ import asyncio
 import builtins
 import logging
 import re
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import ValidationError
-
+from tyler_core.arguments import check_filter, check_page, check_thread_id
 from tyler_core.backend import Capabilities, StorageBackend
-from tyler_core.changes import Snapshot, compute_changes, snapshot_of
-from tyler_core.errors import (
-    BackendError,
-    NotSupportedError,
-    StoreConnectionError,
-    ThreadNotFoundError,
-    TylerStoreError,
-)
-from tyler_core.jsonvalues import check_json_value, check_text
+from tyler_core.changes import compute_changes, snapshot_of
+from tyler_core.error_wrapping import ErrorWrapper
+from tyler_core.errors import NotSupportedError, StoreConnectionError, ThreadNotFoundError
+from tyler_core.jsonvalues import check_text
 from tyler_core.models import Message, Thread, set_incarnation, to_utc, utc_now
 from tyler_core.registry import normalize_url, resolve_backend
 from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
+from tyler_core.snapshots import SnapshotCache
 from tyler_core.telemetry import Operation
 from tyler_core.urls import mask_url, mask_urls_in, scheme_of
 
@@ -43,61 +40,6 @@ logger = logging.getLogger("tyler_core")
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 _WORD = re.compile(r"\w+")
-
-
-class _Snapshots:
-    """Snapshots keyed by thread object identity; an entry goes when its thread is collected."""
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref[Thread], Snapshot]] = {}
-
-    def get(self, thread: Thread) -> Snapshot | None:
-        entry = self._entries.get(id(thread))
-        if entry is None or entry[0]() is not thread:
-            return None
-        return entry[1]
-
-    def put(self, thread: Thread, snapshot: Snapshot) -> None:
-        key = id(thread)
-        entries = self._entries
-
-        def forget(_: weakref.ref[Thread], key: int = key) -> None:
-            entries.pop(key, None)
-
-        entries[key] = (weakref.ref(thread, forget), snapshot)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-def _check_page(limit: int | None, offset: int, *, limit_required: bool = False) -> None:
-    if limit is None:
-        if limit_required:
-            raise TypeError("limit must be an int")
-    elif not isinstance(limit, int) or isinstance(limit, bool):
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
-    elif limit < 0:
-        raise ValueError(f"limit must be non-negative, not {limit}")
-    if not isinstance(offset, int) or isinstance(offset, bool):
-        raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-    if offset < 0:
-        raise ValueError(f"offset must be non-negative, not {offset}")
-
-
-def _check_thread_id(thread_id: str) -> str:
-    if not isinstance(thread_id, str):
-        raise TypeError(f"a thread id is a str, not {type(thread_id).__name__}")
-    if not 1 <= len(thread_id) <= 255:
-        raise ValueError(f"a thread id has 1 to 255 characters, not {len(thread_id)}")
-    return check_text(thread_id, "the thread id")
-
-
-def _check_filter(values: Mapping[str, Any], what: str) -> dict[str, Any]:
-    if not isinstance(values, Mapping):
-        raise TypeError(f"{what} must be a mapping, not {type(values).__name__}")
-    checked = dict(values)
-    check_json_value(checked, what)
-    return checked
 
 
 class ThreadStore:
@@ -134,7 +76,7 @@ class ThreadStore:
         if self._options.ttl is not None and not self._backend.capabilities.ttl:
             raise NotSupportedError(f"{backend_class.__name__} does not support ttl")
         self._clock: Clock = clock or utc_now
-        self._snapshots = _Snapshots()
+        self._snapshots = SnapshotCache()
         self._open_lock = asyncio.Lock()
         self._opened = False
         self._closed = False
@@ -254,8 +196,8 @@ class ThreadStore:
             text = text.replace(self._password, "***")
         return text
 
-    def _wrapped(self, operation: str, *, connecting: bool = False) -> _ErrorWrapper:
-        return _ErrorWrapper(self, operation, connecting)
+    def _wrapped(self, operation: str, *, connecting: bool = False) -> ErrorWrapper:
+        return ErrorWrapper(self, operation, connecting)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         await self.initialize()
@@ -369,7 +311,7 @@ class ThreadStore:
             return added
 
     async def _append(self, thread_id: str, messages: tuple[Message, ...]) -> list[Message]:
-        _check_thread_id(thread_id)
+        check_thread_id(thread_id)
         copies = []
         for message in messages:
             if not isinstance(message, Message):
@@ -394,7 +336,7 @@ class ThreadStore:
     async def delete(self, thread_id: str) -> bool:
         """Delete a thread and its messages; ``True`` if it existed."""
         with self._operation("delete", thread_id) as op:
-            _check_thread_id(thread_id)
+            check_thread_id(thread_id)
             deleted = await self._call("delete", lambda: self._backend.delete(thread_id))
             if not deleted:
                 op.outcome = "missing"
@@ -410,7 +352,7 @@ class ThreadStore:
     async def get(self, thread_id: str) -> Thread | None:
         """The thread with its messages in sequence order, or ``None``."""
         with self._operation("get", thread_id) as op:
-            _check_thread_id(thread_id)
+            check_thread_id(thread_id)
             thread = await self._call("get", lambda: self._backend.get(thread_id))
             if thread is None:
                 op.outcome = "missing"
@@ -422,7 +364,7 @@ class ThreadStore:
     async def list(self, limit: int = 100, offset: int = 0) -> builtins.list[Thread]:
         """Threads, most recently updated first (ties: id descending)."""
         with self._operation("list") as op:
-            _check_page(limit, offset, limit_required=True)
+            check_page(limit, offset, limit_required=True)
             page = await self._call(
                 "list", lambda: self._backend.list_page(limit=limit, offset=offset)
             )
@@ -431,7 +373,7 @@ class ThreadStore:
     async def list_recent(self, limit: int | None = None) -> builtins.list[Thread]:
         """The most recently updated threads; all of them when ``limit`` is ``None``."""
         with self._operation("list_recent") as op:
-            _check_page(limit, 0)
+            check_page(limit, 0)
             page = await self._call("list", lambda: self._backend.list_page(limit=limit, offset=0))
             return self._read_many(op, page)
 
@@ -461,10 +403,10 @@ class ThreadStore:
             ValueError: ``attributes`` is empty or holds a non-JSON value.
         """
         with self._operation("find_by_attributes") as op:
-            wanted = _check_filter(attributes, "attributes")
+            wanted = check_filter(attributes, "attributes")
             if not wanted:
                 raise ValueError("find_by_attributes() needs at least one attribute")
-            _check_page(limit, offset)
+            check_page(limit, offset)
             page = await self._call(
                 "find_by_attributes",
                 lambda: self._backend.find_by_attributes(wanted, limit=limit, offset=offset),
@@ -485,8 +427,8 @@ class ThreadStore:
             if not isinstance(name, str):
                 raise TypeError(f"a source name is a str, not {type(name).__name__}")
             check_text(name, "the source name")
-            wanted = _check_filter(properties or {}, "properties")
-            _check_page(limit, offset)
+            wanted = check_filter(properties or {}, "properties")
+            check_page(limit, offset)
             page = await self._call(
                 "find_by_source",
                 lambda: self._backend.find_by_source(name, wanted, limit=limit, offset=offset),
@@ -506,7 +448,7 @@ class ThreadStore:
             words = _WORD.findall(check_text(query, "the query").lower())
             if not words:
                 raise ValueError("a search query needs at least one word")
-            _check_page(limit, offset, limit_required=True)
+            check_page(limit, offset, limit_required=True)
             threads, total = await self._call(
                 "search", lambda: self._backend.search(words, limit=limit, offset=offset)
             )
@@ -525,49 +467,3 @@ class ThreadStore:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         return float(ttl)
-
-
-class _ErrorWrapper:
-    """Wrap driver errors in :class:`BackendError` (or :class:`StoreConnectionError` while
-    connecting), with credentials scrubbed from the message."""
-
-    def __init__(self, store: ThreadStore, operation: str, connecting: bool) -> None:
-        self._store = store
-        self._operation = operation
-        self._connecting = connecting
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or not isinstance(exc, Exception):
-            return
-        store = self._store
-        if isinstance(exc, TylerStoreError):
-            text = str(exc)
-            scrubbed = store._scrub(text)
-            if self._connecting:
-                # A backend's own StoreConnectionError (refused login, outdated schema, timeout)
-                # is as much an operator's problem as a wrapped driver error.
-                logger.warning("%s", scrubbed)
-            if scrubbed != text:
-                raise type(exc)(scrubbed) from None
-            return
-        if isinstance(exc, ValidationError | ValueError | TypeError) and not self._connecting:
-            return
-        detail = f"{type(exc).__name__}: {exc}"
-        scrubbed = store._scrub(detail)
-        cause = exc if scrubbed == detail else None
-        if self._connecting:
-            error: TylerStoreError = StoreConnectionError(
-                f"could not open {store._masked}: {scrubbed}"
-            )
-        else:
-            error = BackendError(f"{self._operation} failed on {store._masked}: {scrubbed}")
-        logger.warning("%s", error)
-        raise error from cause
