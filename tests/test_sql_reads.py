@@ -2,11 +2,11 @@
 exactly as they were saved, on PostgreSQL (asyncpg, psycopg), MariaDB and SQLite.
 
 The backend reads a thread by id with a statement of its own on SQLite and MariaDB (the thread's
-row, then its messages, one ``UNION ALL``: :meth:`tyler_sql.pages.PageReader._one_thread`), sends
-page statements on the driver's connection outside a transaction
-(:mod:`tyler_sql.driverfetch`), and decodes each thread with its messages in one pydantic call.
-These tests hold each of those fast paths against the general one: the page statement every list
-and lookup uses, executed by SQLAlchemy in a transaction."""
+row, then its messages, one ``UNION ALL``:
+:meth:`tyler_sql.pagequeries.PageStatements._one_thread`), sends page statements on the driver's
+connection outside a transaction (:mod:`tyler_sql.driverfetch`), and decodes each thread with
+its messages in one pydantic call. These tests hold each of those fast paths against the general
+one: the page statement every list and lookup uses, executed by SQLAlchemy in a transaction."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def test_one_thread_rows_in_any_order_come_back_in_sequence_order() -> None:
 
 
 def test_keyed_page_rows_in_any_order_come_back_newest_first_in_sequence_order() -> None:
-    # MariaDB's page rows (PageReader._keyed_page): heads with (id, recency), messages with
+    # MariaDB's page rows (PageStatements._keyed_page): heads with (id, recency), messages with
     # (thread id, sequence), in whatever order the server sends them.
     def head(thread_id: str, recency: str) -> tuple[Any, ...]:
         return (

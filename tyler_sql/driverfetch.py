@@ -2,9 +2,9 @@
 
 SQLAlchemy's execution of a statement (its compiled cache, execution context, result objects and
 greenlet switches) costs more Python than a page's round trip to a local server. A page statement
-of :mod:`tyler_sql.pages` is built once, so its SQL and the order of its parameters are compiled
-once per dialect here, then sent on the driver connection of the pooled connection the backend
-holds: asyncpg's ``fetch`` (with its own prepared statement cache), aiosqlite's
+of :mod:`tyler_sql.pagequeries` is built once, so its SQL and the order of its parameters are
+compiled once per dialect here, then sent on the driver connection of the pooled connection the
+backend holds: asyncpg's ``fetch`` (with its own prepared statement cache), aiosqlite's
 ``execute_fetchall`` (one hop to the connection's thread instead of four) or an asyncmy cursor.
 psycopg keeps SQLAlchemy's execution.
 
