@@ -19,6 +19,7 @@ from typing import Any
 from tyler_core.backend import Capabilities
 from tyler_core.cli_demo import demo_threads
 from tyler_core.cli_format import stat_text, table, thread_rows
+from tyler_core.models import Thread
 from tyler_core.registry import available_backends, normalize_url, resolve_backend
 from tyler_core.store import ThreadStore
 from tyler_core.transfer import (
@@ -46,6 +47,13 @@ __all__ = [
 ]
 
 
+def _print_threads(threads: Sequence[Thread], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([t.model_dump(mode="json") for t in threads], ensure_ascii=False))
+    else:
+        print(thread_rows(threads))
+
+
 async def cmd_demo(store: ThreadStore, args: argparse.Namespace) -> int:
     for thread in demo_threads():
         await store.save(thread)
@@ -62,10 +70,7 @@ async def cmd_demo(store: ThreadStore, args: argparse.Namespace) -> int:
 
 async def cmd_list(store: ThreadStore, args: argparse.Namespace) -> int:
     threads = await store.list(limit=args.limit, offset=args.offset)
-    if args.json:
-        print(json.dumps([t.model_dump(mode="json") for t in threads], ensure_ascii=False))
-    else:
-        print(thread_rows(threads))
+    _print_threads(threads, as_json=args.json)
     return 0
 
 
@@ -129,10 +134,7 @@ async def cmd_find(store: ThreadStore, args: argparse.Namespace) -> int:
             ids = {t.id for t in by_source}
             threads = [t for t in threads if t.id in ids]
     assert threads is not None
-    if args.json:
-        print(json.dumps([t.model_dump(mode="json") for t in threads], ensure_ascii=False))
-    else:
-        print(thread_rows(threads))
+    _print_threads(threads, as_json=args.json)
     return 0
 
 
