@@ -17,7 +17,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.services import service_url
-from tyler_core.errors import BackendError, StoreConnectionError
+from tyler_core.errors import BackendError, BackendNotFoundError, StoreConnectionError
 from tyler_core.models import Attachment, Message, Thread
 from tyler_core.registry import resolve_backend
 from tyler_core.store import Clock, ThreadStore
@@ -454,6 +454,21 @@ async def test_every_scheme_reaches_its_driver_without_connecting(scheme: str, d
 def test_an_unsupported_driver_is_refused() -> None:
     with pytest.raises(ValueError, match="does not support"):
         sqlalchemy_url("postgresql+pg8000://u@h/db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+asyncpg://u:hunter2@127.0.0.1:abc/test",
+        "mysql+asyncmy://root:hunter2@127.0.0.1:5x/test",
+        "postgresql+asyncpg://u:hunter2@[::1/test",
+    ],
+)
+def test_a_malformed_sql_url_is_refused_with_the_password_masked(url: str) -> None:
+    with pytest.raises(BackendNotFoundError, match="malformed store URL") as caught:
+        ThreadStore(url)
+    assert "hunter2" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
 async def test_pool_options_reach_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from tyler_core import (
     unregister_backend,
 )
 from tyler_core.backend import Capabilities
+from tyler_core.urls import mask_url, mask_urls_in
 
 SECRET = "s3cr3t-pa55"
 
@@ -333,6 +334,19 @@ async def test_driver_errors_are_wrapped_with_credentials_scrubbed(store: Thread
     with pytest.raises(BackendError) as caught:
         await store.save(Thread())
     assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [SECRET, f"ab@{SECRET}", f"{SECRET}@x@y", f"a?b#{SECRET}", f"{SECRET}:x"],
+)
+def test_a_password_with_unencoded_delimiters_is_masked_whole(password: str) -> None:
+    url = f"postgresql://app:{password}@127.0.0.1:5432/db"
+    assert mask_url(url) == "postgresql://app:***@127.0.0.1:5432/db"
+    text = f"failed at {url}, retrying redis://:{password}@h/0 and http://a@b/c"
+    masked = mask_urls_in(text)
+    assert SECRET not in masked
+    assert masked.endswith("redis://:***@h/0 and http://a@b/c")
 
 
 async def test_credentials_never_reach_repr_or_logs(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from tyler_core.errors import BackendNotFoundError
+from tyler_core.urls import mask_url
+
 __all__ = ["FACADE_PARAMETERS", "StoreOptions", "resolve_options", "strip_facade_parameters"]
 
 FACADE_PARAMETERS = (
@@ -91,8 +94,15 @@ def _convert(name: str, raw: Any) -> Any:
 
 
 def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
-    """Split the facade's own query parameters off ``url``; return the rest of the URL and them."""
-    parts = urlsplit(url)
+    """Split the facade's own query parameters off ``url``; return the rest of the URL and them.
+
+    Raises:
+        BackendNotFoundError: the URL does not parse (an unclosed IPv6 bracket, say).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BackendNotFoundError(f"malformed store URL {mask_url(url)!r}: {exc}") from None
     if not parts.query:
         return url, {}
     ours: dict[str, str] = {}

@@ -6,8 +6,10 @@ import re
 
 __all__ = ["TYLER_NAMES", "mask_url", "mask_urls_in", "scheme_of"]
 
+# The password runs to the last "@" before the path: drivers split the authority there, so an
+# unencoded "@", "?" or "#" in a password stays inside what is masked.
 _CREDENTIALS = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/?#@\s]*):(?P<pw>[^@/?#\s]*)@"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/?#@\s]*):(?P<pw>[^/\s]*)@"
 )
 _PASSWORD_PARAM = re.compile(r"(?i)([?&](?:password|pass|pwd|secret|token)=)[^&#\s]*")
 

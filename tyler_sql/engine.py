@@ -16,11 +16,13 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from tyler_core.errors import BackendNotFoundError
 from tyler_core.settings import StoreOptions
-from tyler_core.urls import mask_url
+from tyler_core.urls import mask_url, mask_urls_in
 
 __all__ = [
     "STATEMENT_OPTION",
@@ -81,6 +83,8 @@ def sqlalchemy_url(url: str) -> URL:
 
     Raises:
         ValueError: the scheme names a driver this backend does not support.
+        BackendNotFoundError: the rest of the URL does not parse (a port that is not a number,
+            say).
     """
     scheme, separator, rest = url.partition("://")
     if not separator:
@@ -89,7 +93,13 @@ def sqlalchemy_url(url: str) -> URL:
     if scheme not in _SUPPORTED:
         supported = ", ".join(sorted(_SUPPORTED))
         raise ValueError(f"the SQL backend does not support {scheme!r} (it supports {supported})")
-    parsed = make_url(f"{scheme}://{rest}")
+    try:
+        parsed = make_url(f"{scheme}://{rest}")
+    except (ArgumentError, ValueError) as exc:
+        # The parser's message may quote the URL, password included: mask it, drop the cause.
+        raise BackendNotFoundError(
+            f"malformed store URL {mask_url(url)!r}: {mask_urls_in(str(exc))}"
+        ) from None
     if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
         # Four-byte characters (emoji) need utf8mb4 on the connection, not just in the tables.
         parsed = parsed.update_query_dict({"charset": "utf8mb4"})
