@@ -4,14 +4,25 @@ raises ``TypeError`` or ``ValueError`` before any backend is called."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
-from tyler_core.jsonvalues import check_json_value, check_text
+from tyler_core.jsonvalues import INT64_MAX, check_json_value, check_text
 
 __all__ = ["check_filter", "check_page", "check_thread_id"]
 
 
-def check_page(limit: int | None, offset: int, *, limit_required: bool = False) -> None:
+@overload
+def check_page(limit: int, offset: int, *, limit_required: bool = ...) -> tuple[int, int]: ...
+@overload
+def check_page(
+    limit: int | None, offset: int, *, limit_required: bool = ...
+) -> tuple[int | None, int]: ...
+def check_page(
+    limit: int | None, offset: int, *, limit_required: bool = False
+) -> tuple[int | None, int]:
+    """The page's ``limit`` and ``offset``, checked, and capped at the largest int64: a page
+    that large is every thread (``limit=sys.maxsize`` is the usual way to ask for them), and
+    databases refuse bigger numbers."""
     if limit is None:
         if limit_required:
             raise TypeError("limit must be an int")
@@ -23,6 +34,7 @@ def check_page(limit: int | None, offset: int, *, limit_required: bool = False) 
         raise TypeError(f"offset must be an int, not {type(offset).__name__}")
     if offset < 0:
         raise ValueError(f"offset must be non-negative, not {offset}")
+    return (None if limit is None else min(limit, INT64_MAX)), min(offset, INT64_MAX)
 
 
 def check_thread_id(thread_id: str) -> str:

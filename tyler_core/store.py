@@ -364,7 +364,7 @@ class ThreadStore:
     async def list(self, limit: int = 100, offset: int = 0) -> builtins.list[Thread]:
         """Threads, most recently updated first (ties: id descending)."""
         with self._operation("list") as op:
-            check_page(limit, offset, limit_required=True)
+            limit, offset = check_page(limit, offset, limit_required=True)
             page = await self._call(
                 "list", lambda: self._backend.list_page(limit=limit, offset=offset)
             )
@@ -373,7 +373,7 @@ class ThreadStore:
     async def list_recent(self, limit: int | None = None) -> builtins.list[Thread]:
         """The most recently updated threads; all of them when ``limit`` is ``None``."""
         with self._operation("list_recent") as op:
-            check_page(limit, 0)
+            limit, _ = check_page(limit, 0)
             page = await self._call("list", lambda: self._backend.list_page(limit=limit, offset=0))
             return self._read_many(op, page)
 
@@ -406,7 +406,7 @@ class ThreadStore:
             wanted = check_filter(attributes, "attributes")
             if not wanted:
                 raise ValueError("find_by_attributes() needs at least one attribute")
-            check_page(limit, offset)
+            limit, offset = check_page(limit, offset)
             page = await self._call(
                 "find_by_attributes",
                 lambda: self._backend.find_by_attributes(wanted, limit=limit, offset=offset),
@@ -428,7 +428,7 @@ class ThreadStore:
                 raise TypeError(f"a source name is a str, not {type(name).__name__}")
             check_text(name, "the source name")
             wanted = check_filter(properties or {}, "properties")
-            check_page(limit, offset)
+            limit, offset = check_page(limit, offset)
             page = await self._call(
                 "find_by_source",
                 lambda: self._backend.find_by_source(name, wanted, limit=limit, offset=offset),
@@ -448,7 +448,7 @@ class ThreadStore:
             words = _WORD.findall(check_text(query, "the query").lower())
             if not words:
                 raise ValueError("a search query needs at least one word")
-            check_page(limit, offset, limit_required=True)
+            limit, offset = check_page(limit, offset, limit_required=True)
             threads, total = await self._call(
                 "search", lambda: self._backend.search(words, limit=limit, offset=offset)
             )

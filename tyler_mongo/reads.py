@@ -25,6 +25,8 @@ Document = dict[str, Any]
 
 # A reader retries when a writer deleted what it replaced between the reader's two queries.
 _READ_ATTEMPTS = 20
+#: The first integer past int32 (a limit or skip some servers refuse).
+_INT32_END = 2**31
 
 
 def _live(now: datetime) -> Document:
@@ -87,7 +89,15 @@ class _Reads(StorageBackend):
         if limit == 0:
             return []
         threads, _ = self._collections()
-        cursor = threads.find({**query, **_live(utc_now())}, projection={"attrs": 0, "src": 0})
+        query = {**query, **_live(utc_now())}
+        # Some wire-compatible servers refuse a limit or skip past int32. No page of 2**31
+        # threads fits in memory, so such a limit is "all"; such a skip is sent only when the
+        # query has more threads than it skips (MongoDB takes int64).
+        if limit is not None and limit >= _INT32_END:
+            limit = None
+        if offset >= _INT32_END and await threads.count_documents(query) <= offset:
+            return []
+        cursor = threads.find(query, projection={"attrs": 0, "src": 0})
         cursor = cursor.sort([("updated_us", DESCENDING), ("_id", DESCENDING)]).skip(offset)
         if limit is not None:
             cursor = cursor.limit(limit)

@@ -31,6 +31,8 @@ logger = logging.getLogger("tyler_redis")
 
 #: Views taken at most while a checked thread is saved again between the view and the check.
 _ATTEMPTS = 3
+#: The largest integer a Lua number (a double) holds exactly.
+_LUA_EXACT = 2**53
 #: Threads checked per pipeline, and per tidy script (each carries its members).
 _CHECK_BATCH = 1000
 _TIDY_BATCH = 200
@@ -128,7 +130,11 @@ class ListIndex:
             keys.expiry_key,
             keys.format_key,
         ]
-        args = [offset, -1 if limit is None else limit, round(margin * 1000)]
+        # Lua's numbers are doubles: past 2**53 an offset or a limit would reach ZRANGE as
+        # "9.2233720368548e+18". No index holds that many members, so such a page is all of them.
+        if limit is not None and limit >= _LUA_EXACT:
+            limit = None
+        args = [min(offset, _LUA_EXACT), -1 if limit is None else limit, round(margin * 1000)]
         for attempt in range(1, _ATTEMPTS + 1):
             reply = await self._run(scripts.INDEX_LIST, index_keys, args)
             if reply[0] == b"legacy":

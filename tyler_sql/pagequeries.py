@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     ColumnElement,
     Integer,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    literal,
     literal_column,
     null,
     select,
@@ -261,7 +263,13 @@ class PageStatements:
     ) -> Select[Any]:
         """The page of the threads that meet ``conditions``, newest first, from ``offset``, at
         most ``limit``: a statement built for this call (:meth:`lookup` keeps its own)."""
-        return self._with_messages(self._heads(conditions, limit, offset or None))
+        return self._with_messages(
+            self._heads(
+                conditions,
+                None if limit is None else literal(limit, BigInteger()),
+                literal(offset, BigInteger()) if offset else None,
+            )
+        )
 
     def lookup(
         self,
@@ -294,8 +302,10 @@ class PageStatements:
                 )
                 for i in range(len(digests))
             ]
-            limited = None if limit is None else bindparam("b_limit", type_=Integer())
-            skipped = bindparam("b_offset", type_=Integer()) if offset else None
+            # BIGINT: asyncpg casts an Integer parameter to int4, and a limit of sys.maxsize
+            # (every thread) is common.
+            limited = None if limit is None else bindparam("b_limit", type_=BigInteger())
+            skipped = bindparam("b_offset", type_=BigInteger()) if offset else None
             if self._dialect in _MYSQL:
                 statement = self._keyed_page(conditions, limited, skipped)
             else:

@@ -131,6 +131,9 @@ class CapabilityTests(ConformanceBase):
         assert await store.search_threads("quick", limit=0) == ([], 5)
         found, _ = await store.search_threads("brown", limit=1)
         assert [m.role for m in found[0].messages if m.role == "system"] == []
+        huge, huge_total = await store.search_threads("quick", limit=2**70)
+        assert (self.ids(huge), huge_total) == (self.ids(everything), 5)
+        assert await store.search_threads("quick", limit=10, offset=2**70) == ([], 5)
 
     @pytest.mark.asyncio(loop_scope="function")
     async def test_search_without_the_capability_raises(self, store: ThreadStore) -> None:

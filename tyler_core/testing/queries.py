@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -161,6 +162,26 @@ class QueryTests(ConformanceBase):
         assert self.ids(await store.list_recent(None)) == ["t2", "t1", "t0"]
         assert self.ids(await store.list_recent(2)) == ["t2", "t1"]
         assert await store.list_recent(0) == []
+
+    @pytest.mark.asyncio(loop_scope="function")
+    async def test_huge_limits_and_offsets_work(self, store: ThreadStore) -> None:
+        # limit=sys.maxsize is the usual "all of them"; a database refuses numbers past int64.
+        await self.saved(
+            store,
+            *(plain_thread(f"t{i}", attributes={"a": 1}, source={"name": "s"}) for i in range(3)),
+        )
+        every = ["t2", "t1", "t0"]
+        for limit in (2**31, sys.maxsize, 2**70):
+            assert self.ids(await store.list(limit=limit)) == every, limit
+            assert self.ids(await store.list(limit=limit, offset=1)) == every[1:], limit
+            assert self.ids(await store.list_recent(limit)) == every, limit
+            assert self.ids(await store.find_by_attributes({"a": 1}, limit=limit)) == every
+            assert self.ids(await store.find_by_source("s", limit=limit)) == every
+        for offset in (2**31, sys.maxsize, 2**70):
+            assert await store.list(limit=10, offset=offset) == [], offset
+            assert await store.list(limit=2**70, offset=offset) == [], offset
+            assert await store.find_by_attributes({"a": 1}, offset=offset) == [], offset
+            assert await store.find_by_source("s", offset=offset) == [], offset
 
     @pytest.mark.asyncio(loop_scope="function")
     async def test_negative_limits_and_offsets_raise(self, store: ThreadStore) -> None:
