@@ -63,8 +63,17 @@ class WritePlan:
             exist (it is inserted).
         read_incarnation: the incarnation token the commit requires along with ``read_epoch``
             (``None``: the document has none).
-        expiry_update: an update for the thread's older message documents, run before the
-            inserts (TTL bookkeeping), or ``None``.
+        expiry_update: an update for the thread's older message documents that have an
+            expiry, run before the inserts: it only ever makes them live longer (a later
+            expiry, or none), so it is safe even when the commit then fails. ``None``: none.
+        mortal_after: after the commit, the expiry to give the thread's older message
+            documents that have none (the thread had no TTL before this write), or ``None``.
+            Making a document mortal before the commit could let it expire under a thread
+            that another writer committed without a TTL, so only a writer that committed
+            does it, then re-reads the thread (see ``_Writes._make_mortal``).
+        immortal_after: after the commit, remove the expiry of the thread's older message
+            documents again (this write removes the TTL): a writer that committed before
+            this one may have given them one after this write's own ``expiry_update``.
         inserts: the new message documents.
         thread_set, thread_unset: the commit's ``$set`` and ``$unset`` (the whole document when
             it is inserted).
@@ -80,6 +89,8 @@ class WritePlan:
     read_epoch: int | None
     read_incarnation: str | None = None
     expiry_update: dict[str, Any] | None = None
+    mortal_after: datetime | None = None
+    immortal_after: bool = False
     inserts: list[dict[str, Any]] = field(default_factory=list)
     thread_set: dict[str, Any] = field(default_factory=dict)
     thread_unset: dict[str, str] = field(default_factory=dict)
@@ -125,19 +136,26 @@ def _expiry(
     thread remembers the earliest expiry of its messages in ``msg_expires_at``; the kept
     messages are pushed later only when that is no longer enough (once per TTL, not per save).
     ``kept`` is the thread document whose messages the write keeps, if any.
+
+    Without a transaction, what a write does to message documents before its commit stays
+    when the commit fails, so before it a write only makes them live longer; giving an
+    expiry to documents that had none waits for the commit (``mortal_after``).
     """
     if ttl is None:
         plan.thread_set.update(ttl=None, expires_at=None, msg_expires_at=None)
         if kept is not None and kept.get("msg_expires_at") is not None:
             plan.expiry_update = {"$unset": {"expires_at": ""}}
+            plan.immortal_after = True
         return None
     expires_at = now + timedelta(seconds=ttl)
     message_expiry = expires_at + timedelta(seconds=ttl)
     earliest = message_expiry
     if kept is not None:
         previous = kept.get("msg_expires_at")
-        if previous is None or previous < expires_at:
-            plan.expiry_update = {"$set": {"expires_at": message_expiry}}
+        if previous is None:
+            plan.mortal_after = message_expiry
+        elif previous < expires_at:
+            plan.expiry_update = {"$max": {"expires_at": message_expiry}}
         else:
             earliest = min(previous, message_expiry)
     plan.thread_set.update(ttl=ttl, expires_at=expires_at, msg_expires_at=earliest)

@@ -38,6 +38,10 @@ T = TypeVar("T")
 _ATTEMPTS = 200
 
 
+# Message documents that have an expiry (the TTL index deletes them once it passes).
+_MORTAL: Document = {"expires_at": {"$type": "date"}}
+
+
 class _Conflict(Exception):
     """Another writer committed between this attempt's read and its commit: try again."""
 
@@ -127,7 +131,7 @@ class _Writes(StorageBackend):
         _, messages = self._collections()
         if plan.expiry_update is not None:
             await messages.update_many(
-                {"t": plan.thread_id, "e": {"$lt": plan.epoch}},
+                {"t": plan.thread_id, "e": {"$lt": plan.epoch}, **_MORTAL},
                 plan.expiry_update,
                 session=session,
             )
@@ -141,12 +145,42 @@ class _Writes(StorageBackend):
             if session is None and plan.inserts:
                 await messages.delete_many({"_id": {"$in": plan.inserted_ids}})
             raise _Conflict
+        if plan.immortal_after:
+            await messages.update_many(
+                {"t": plan.thread_id, **_MORTAL}, {"$unset": {"expires_at": ""}}, session=session
+            )
+        if plan.mortal_after is not None:
+            await self._make_mortal(plan, plan.mortal_after, session)
         if plan.whole:
             await self._clean_up_after_replace(plan, session)
             return
         if plan.replaced:
             await messages.delete_many({"_id": {"$in": plan.replaced}}, session=session)
         await self._clean_leftovers(plan, session)
+
+    async def _make_mortal(
+        self, plan: WritePlan, expiry: datetime, session: AsyncClientSession | None
+    ) -> None:
+        """After a commit that gave a thread without TTL one: give its older message documents
+        ``expiry``. A writer that committed after this one read the thread with this commit's
+        ``msg_expires_at`` and left documents without expiry alone, so if one did, its needs
+        are applied here too: none (its thread has no TTL) or a later expiry."""
+        threads, messages = self._collections()
+        await messages.update_many(
+            {"t": plan.thread_id, "e": {"$lt": plan.epoch}, "expires_at": None},
+            {"$set": {"expires_at": expiry}},
+            session=session,
+        )
+        current = await threads.find_one(
+            {"_id": plan.thread_id}, projection={"epoch": 1, "msg_expires_at": 1}, session=session
+        )
+        if current is None or current.get("epoch") == plan.epoch:
+            return
+        needed = current.get("msg_expires_at")
+        update = (
+            {"$unset": {"expires_at": ""}} if needed is None else {"$max": {"expires_at": needed}}
+        )
+        await messages.update_many({"t": plan.thread_id, **_MORTAL}, update, session=session)
 
     async def _commit(self, plan: WritePlan, session: AsyncClientSession | None) -> bool:
         """The commit point: one atomic write of the thread document. ``False`` if another

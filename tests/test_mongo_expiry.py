@@ -1,0 +1,150 @@
+"""Mongo's message expiry without transactions: writers that race never leave a message document
+an expiry before the one its thread needs (the TTL index would delete it under the thread).
+
+Each test runs a second writer at the moment a race would put it: between a save's read and its
+commit, or between its commit and its expiry bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.test_mongo import OpenStore, _backend, _drop_collections, stores
+from tyler_core import Message, Thread, ThreadStore
+from tyler_core.errors import ConcurrencyError
+from tyler_mongo.plans import WritePlan
+
+__all__ = ["_drop_collections", "stores"]
+
+
+async def _documents(store: ThreadStore, thread_id: str) -> tuple[dict[str, Any], list[Any]]:
+    """The thread document and the expiry of each of its message documents."""
+    database = _backend(store).database
+    namespace = store.options.namespace
+    thread = await database[f"{namespace}_threads"].find_one({"_id": thread_id})
+    assert thread is not None
+    expiries = [
+        m.get("expires_at") async for m in database[f"{namespace}_messages"].find({"t": thread_id})
+    ]
+    return thread, expiries
+
+
+async def _stored_without_ttl(store: ThreadStore, thread_id: str) -> Thread:
+    thread = Thread(id=thread_id)
+    thread.add_message(Message(role="user", content="first"))
+    thread.add_message(Message(role="assistant", content="second"))
+    await store.save(thread)
+    loaded = await store.get(thread_id)
+    assert loaded is not None
+    return loaded
+
+
+def _before_commit(store: ThreadStore, other: Callable[[], Awaitable[object]]) -> None:
+    """Run ``other`` once, just before the next commit of ``store``'s backend."""
+    backend = _backend(store)
+    original = backend._commit
+
+    async def late_commit(plan: WritePlan, session: Any) -> bool:
+        backend._commit = original  # type: ignore[method-assign]
+        await other()
+        return await original(plan, session)
+
+    backend._commit = late_commit  # type: ignore[method-assign]
+
+
+def _before_mortal(store: ThreadStore, other: Callable[[], Awaitable[object]]) -> None:
+    """Run ``other`` once, after the next commit of ``store``'s backend that gives a thread
+    without TTL one, before it gives the thread's messages their expiry."""
+    backend = _backend(store)
+    original = backend._make_mortal
+
+    async def late(plan: WritePlan, expiry: datetime, session: Any) -> None:
+        backend._make_mortal = original  # type: ignore[method-assign]
+        await other()
+        await original(plan, expiry, session)
+
+    backend._make_mortal = late  # type: ignore[method-assign]
+
+
+async def test_a_save_with_ttl_that_loses_a_race_gives_no_message_an_expiry(
+    stores: OpenStore,
+) -> None:
+    store = await stores(transactions="off")
+    other = await stores(store.options.namespace, transactions="off")
+    loaded = await _stored_without_ttl(store, "race")
+    loaded.title = "mine"
+    _before_commit(store, lambda: other.append("race", Message(role="user", content="theirs")))
+
+    with pytest.raises(ConcurrencyError):
+        await store.save(loaded, ttl=1)
+
+    thread, expiries = await _documents(store, "race")
+    assert thread.get("expires_at") is None
+    assert expiries == [None, None, None]  # the two kept messages and the appended one
+    stored = await other.get("race")
+    assert stored is not None
+    assert [m.content for m in stored.messages] == ["first", "second", "theirs"]
+
+
+async def test_a_ttl_given_to_a_thread_without_one_reaches_its_messages_after_the_commit(
+    stores: OpenStore,
+) -> None:
+    store = await stores(transactions="off")
+    loaded = await _stored_without_ttl(store, "later")
+    loaded.title = "now with a ttl"
+
+    await store.save(loaded, ttl=3600)
+
+    thread, expiries = await _documents(store, "later")
+    assert len(expiries) == 2
+    assert all(e is not None and e >= thread["expires_at"] for e in expiries)
+
+
+async def test_a_later_save_without_ttl_keeps_the_messages_of_an_earlier_one_alive(
+    stores: OpenStore,
+) -> None:
+    store = await stores(transactions="off")
+    other = await stores(store.options.namespace, transactions="off")
+    loaded = await _stored_without_ttl(store, "immortal")
+
+    async def save_without_ttl() -> None:
+        theirs = await other.get("immortal")
+        assert theirs is not None
+        theirs.title = "no ttl again"
+        await other.save(theirs)
+
+    _before_mortal(store, save_without_ttl)
+    await store.save(loaded, ttl=3600)
+
+    thread, expiries = await _documents(store, "immortal")
+    assert thread.get("expires_at") is None
+    assert expiries == [None, None]
+    stored = await store.get("immortal")
+    assert stored is not None and stored.title == "no ttl again"
+
+
+async def test_a_later_save_with_a_longer_ttl_gets_its_expiry_onto_the_messages(
+    stores: OpenStore,
+) -> None:
+    store = await stores(transactions="off")
+    other = await stores(store.options.namespace, transactions="off")
+    loaded = await _stored_without_ttl(store, "longer")
+
+    async def save_with_a_longer_ttl() -> None:
+        theirs = await other.get("longer")
+        assert theirs is not None
+        theirs.title = "a day"
+        await other.save(theirs, ttl=86_400)
+
+    _before_mortal(store, save_with_a_longer_ttl)
+    await store.save(loaded, ttl=60)
+
+    thread, expiries = await _documents(store, "longer")
+    stored = await store.get("longer")
+    assert stored is not None and stored.title == "a day"
+    assert len(expiries) == 2
+    assert all(e is not None and e >= thread["expires_at"] for e in expiries)
