@@ -59,8 +59,10 @@ sequence, read once the thread row is locked or known unchanged:
 Everything else takes the statement path (:meth:`append` returns ``None`` having written
 nothing): messages with attachments or reactions (rows in other tables, as for the fast save),
 a message id the thread already has (the statement path names it in its ``ValueError``, or
-appends if that message was removed meanwhile), and a pooled connection already in a
-transaction (PostgreSQL, SQLite: see :meth:`~tyler_sql.fastwrite.FastWriter.write`).
+appends if that message was removed meanwhile), a pooled connection already in a
+transaction (PostgreSQL, SQLite: see :meth:`~tyler_sql.fastwrite.FastWriter.write`), and on
+MariaDB a query that might not fit in the server's ``max_allowed_packet``
+(:meth:`~tyler_sql.fastdrivers.MySQLWriter.fits`).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tyler_core.errors import ThreadNotFoundError
 from tyler_core.models import Message
-from tyler_sql.fastdrivers import PostgresWriter
+from tyler_sql.fastdrivers import MySQLWriter, PostgresWriter
 from tyler_sql.fastwrite import FastWriter
 from tyler_sql.rows import MESSAGE_COLUMNS
 from tyler_sql.schema import Tables
@@ -253,6 +255,9 @@ class MySQLAppender(FastAppender):
         import asyncmy.errors
 
         self._integrity_error = asyncmy.errors.IntegrityError
+        if not isinstance(writer, MySQLWriter):
+            raise TypeError(f"a MariaDB append needs a MySQLWriter, not {writer!r}")
+        self._mysql = writer
         appending, top = self._APPENDING, self._TOP
         self._head = "; ".join(
             [
@@ -283,6 +288,8 @@ class MySQLAppender(FastAppender):
             arguments += row
         try:
             async with self._writer.connection() as checkout, checkout.driver.cursor() as cursor:
+                if not await self._mysql.fits(cursor, statement, arguments):
+                    return None  # too big for one query: the statement path sends pieces
                 await cursor.execute(statement, arguments)
                 for _ in range(self._BEFORE_SELECT):
                     await cursor.nextset()

@@ -206,13 +206,23 @@ def _key_tuples(thread_id: str, keys: Sequence[Sequence[str]], strings: list[Any
     return ", ".join(tuples)
 
 
+def _escaped_bytes(value: Any) -> int:
+    """At most the bytes ``value`` takes in a query asyncmy escapes and encodes: UTF-8 takes up
+    to 4 bytes a character, an escaped ASCII character 2; the quotes and a ``, `` besides."""
+    text = value if isinstance(value, str) else str(value)
+    return len(text) * (2 if text.isascii() else 4) + 4
+
+
 _DUPLICATE_KEY = 1062
 
 
 class MySQLWriter(FastWriter):
     """An append is one round trip: the guarded ``UPDATE``, then the message inserts, which
     select their rows only if it matched the thread, and ``COMMIT``, in one multi-statement
-    query; the server runs them in order and stops at the first error. A new thread too."""
+    query; the server runs them in order and stops at the first error. A new thread too.
+
+    A query must fit in the server's ``max_allowed_packet``: a save that might come near it
+    takes the statement path (:meth:`fits`), whose driver sends the inserts in pieces."""
 
     # The isolation level writers run at (see tyler_sql.engine): sent with the first statement.
     _ISOLATION = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
@@ -241,6 +251,19 @@ class MySQLWriter(FastWriter):
             f"{self.columns(KEY_COLUMNS)}) VALUES "
         )
         self._insert_thread = f"INSERT INTO {self.threads} ({self.columns(THREAD_COLUMNS)}) VALUES "
+        self._packet: int | None = None  # the server's max_allowed_packet, read once
+
+    async def fits(self, cursor: Any, statement: str, arguments: Sequence[Any]) -> bool:
+        """Whether ``statement`` with ``arguments`` surely takes at most half the server's
+        ``max_allowed_packet`` (read through ``cursor`` the first time, outside any
+        transaction): the server refuses a bigger query whole. Half, because the value read
+        once may have been lowered since for new connections."""
+        if self._packet is None:
+            await cursor.execute("SELECT @@max_allowed_packet")
+            (packet,) = await cursor.fetchone()
+            self._packet = int(packet)
+        size = _escaped_bytes(statement) + sum(map(_escaped_bytes, arguments))
+        return size <= self._packet // 2
 
     async def write(self, changes: ThreadChanges, shape: Shape) -> bool:
         if shape == "new":
@@ -256,8 +279,11 @@ class MySQLWriter(FastWriter):
             ]
             statements += [self._note_matched, self._insert_matched + " UNION ALL ".join(selects)]
         statements.append("COMMIT")
+        statement = "; ".join(statements)
         async with self.connection() as checkout, checkout.driver.cursor() as cursor:
-            await cursor.execute("; ".join(statements), arguments)
+            if not await self.fits(cursor, statement, arguments):
+                return False
+            await cursor.execute(statement, arguments)
             await cursor.nextset()  # the UPDATE
             matched = cursor.rowcount == 1
             while await cursor.nextset():  # a server's error here ends the query: not committed
@@ -286,6 +312,8 @@ class MySQLWriter(FastWriter):
         statements.append("COMMIT")
         statement = "; ".join(statements)
         async with self.connection() as checkout, checkout.driver.cursor() as cursor:
+            if not await self.fits(cursor, statement, arguments):
+                return False
             await cursor.execute(statement, arguments)
             try:
                 await cursor.nextset()  # the thread's INSERT: fails if the id is taken

@@ -28,8 +28,8 @@ driver connection of a pooled connection (the writers: :mod:`tyler_sql.fastdrive
 What is written is exactly what :class:`~tyler_sql.backend.SQLBackend`'s statement path writes
 (the same rows, through the columns' own bind processing); everything else takes that path: a
 full rewrite, changed or removed messages, changed thread fields, attachments and reactions,
-``preserve=True``, and a new thread whose id turns out to be taken (``write`` returns
-``False``, having written nothing).
+``preserve=True``, a new thread whose id turns out to be taken, and on MariaDB a save too big
+for one query (``write`` returns ``False``, having written nothing).
 
 The connection is checked out without the pool's ping round trip when a fast save returned it
 moments ago and its driver knows it open (:func:`tyler_sql.engine.trusting_checkout`). One
@@ -297,7 +297,7 @@ class FastWriter(ABC):
         SQLite) a connection that came from the pool inside a transaction (one a ``connect``
         event handler began with a query, say), which a fast save would not end. (On MariaDB
         the save's ``COMMIT`` ends it, as on the statement path, where no ``BEGIN`` is sent
-        either.)
+        either; there a save that might not fit in one query returns ``False``.)
 
         Raises:
             ConcurrencyError: an append's version guard matched nothing; nothing was written.
