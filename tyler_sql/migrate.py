@@ -30,7 +30,7 @@ from tyler_core.registry import normalize_url
 from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
 from tyler_core.urls import mask_url, mask_urls_in
 from tyler_sql.schema import Tables, build_tables
-from tyler_sql.search import create_search_ddl
+from tyler_sql.search import create_search_ddl, fts_table
 
 logger = logging.getLogger("tyler_sql")
 
@@ -91,26 +91,95 @@ def prepare_schema(connection: Connection, tables: Tables, url: str) -> None:
 
     Raises:
         StoreConnectionError: the schema is outdated (the message holds the upgrade command)
-            or newer than this package.
+            or newer than this package, or no revision is recorded but some of the
+            namespace's table names are taken (the message names them); nothing is created.
     """
     revision = _migration_context(connection, tables).get_current_revision()
     head = head_revision()
     if revision == head:
         return
-    if revision is None and not inspect(connection).has_table(tables.threads.name):
-        tables.metadata.create_all(connection)
-        for statement in create_search_ddl(tables.namespace, connection.dialect.name):
-            connection.exec_driver_sql(statement)
-        script = ScriptDirectory.from_config(alembic_config(tables.namespace))
-        _migration_context(connection, tables).stamp(script, "head")
+    if revision is None:
+        _refuse_taken_names(connection, tables)
+        _create(connection, tables)
         logger.info("created the schema of namespace %r at %s", tables.namespace, head)
         return
     raise StoreConnectionError(_outdated(tables.namespace, revision, url))
 
 
-def _outdated(namespace: str, revision: str | None, url: str) -> str:
-    found = f"revision {revision}" if revision else "no recorded revision"
-    if revision is not None and revision not in _known_revisions():
+#: Dialects whose DDL commits at once: a creation that fails keeps what it made so far.
+_DDL_COMMITS = frozenset({"mysql", "mariadb"})
+#: The shadow tables SQLite's FTS5 makes for the search table (external content: no _content).
+_FTS5_SHADOWS = ("data", "idx", "docsize", "config")
+
+
+def _schema_names(tables: Tables, dialect: str) -> list[str]:
+    """Every table (or view name) creating the namespace's schema takes, in creation order."""
+    names = [table.name for table in tables.metadata.sorted_tables]
+    if dialect == "sqlite":
+        search = fts_table(tables.namespace)
+        names += [search, *(f"{search}_{shadow}" for shadow in _FTS5_SHADOWS)]
+    return [*names, tables.version_table]
+
+
+def _taken_names(connection: Connection, tables: Tables) -> list[str]:
+    inspector = inspect(connection)
+    existing = {*inspector.get_table_names(), *inspector.get_view_names()}
+    return [n for n in _schema_names(tables, connection.dialect.name) if n in existing]
+
+
+def _taken_names_error(connection: Connection, tables: Tables) -> str | None:
+    """With no revision recorded, any of the namespace's names that exists is not ours: the
+    creation would skip it and fail on its columns (MariaDB: keeping the tables it made), and
+    ``tyler-store migrate`` cannot adopt it either. The message saying so, or ``None``."""
+    taken = _taken_names(connection, tables)
+    if not taken:
+        return None
+    return (
+        f"namespace {tables.namespace!r} has no recorded schema revision, yet these of its "
+        f"table names exist: {', '.join(taken)}. They do not belong to a tyler-threadstore "
+        "schema of this namespace (or one whose creation was cut short): drop them, or choose "
+        "another namespace"
+    )
+
+
+def _refuse_taken_names(connection: Connection, tables: Tables) -> None:
+    error = _taken_names_error(connection, tables)
+    if error is not None:
+        raise StoreConnectionError(error)
+
+
+def _create(connection: Connection, tables: Tables) -> None:
+    """Create the schema, its names checked free; if that fails where DDL is not undone by the
+    rollback, drop what it made (best effort), so that the next attempt starts clean."""
+    try:
+        tables.metadata.create_all(connection)
+        for statement in create_search_ddl(tables.namespace, connection.dialect.name):
+            connection.exec_driver_sql(statement)
+        script = ScriptDirectory.from_config(alembic_config(tables.namespace))
+        _migration_context(connection, tables).stamp(script, "head")
+    except Exception:
+        if connection.dialect.name in _DDL_COMMITS:
+            _drop_created(connection, tables)
+        raise
+
+
+def _drop_created(connection: Connection, tables: Tables) -> None:
+    quote = connection.dialect.identifier_preparer.quote
+    for name in reversed(_schema_names(tables, connection.dialect.name)):
+        try:
+            connection.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+        except Exception:
+            logger.warning(
+                "could not drop %s after the failed creation of namespace %r",
+                name,
+                tables.namespace,
+                exc_info=True,
+            )
+
+
+def _outdated(namespace: str, revision: str, url: str) -> str:
+    found = f"revision {revision}"
+    if revision not in _known_revisions():
         return (
             f"the schema of namespace {namespace!r} is at {found}, which this version of "
             f"tyler-threadstore does not know (it needs {head_revision()}): upgrade the package"
@@ -181,6 +250,8 @@ async def _run(url: str, namespace: str, work: Any) -> Any:
 
 
 def _upgrade(connection: Connection, tables: Tables, url: str) -> None:
+    if _migration_context(connection, tables).get_current_revision() is None:
+        _refuse_taken_names(connection, tables)
     command.upgrade(alembic_config(tables.namespace, connection), "head")
 
 
@@ -190,7 +261,10 @@ def _check(connection: Connection, tables: Tables, url: str) -> tuple[bool, str]
     where = f"namespace {tables.namespace!r} at {mask_url(url)}"
     if revision == head:
         return True, f"{where} is up to date (revision {head})"
-    if revision is None and not inspect(connection).has_table(tables.threads.name):
+    if revision is None:
+        error = _taken_names_error(connection, tables)
+        if error is not None:
+            return False, error
         return False, (
             f"{where} has no schema yet; create it with: {upgrade_command(url, tables.namespace)}"
         )
