@@ -290,7 +290,13 @@ def test_bad_namespace_is_a_value_error(namespace: str) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("pool_size", "0"), ("pool_size", "x"), ("connect_timeout", "-1"), ("ttl", "nan")],
+    [
+        ("pool_size", "0"),
+        ("pool_size", "x"),
+        ("connect_timeout", "-1"),
+        ("ttl", "nan"),
+        ("ttl", "3153600001"),
+    ],
 )
 def test_bad_option_values_are_value_errors(option: str, value: str) -> None:
     with pytest.raises(ValueError, match=option):

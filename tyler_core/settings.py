@@ -16,7 +16,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from tyler_core.errors import BackendNotFoundError
 from tyler_core.urls import mask_url
 
-__all__ = ["FACADE_PARAMETERS", "StoreOptions", "resolve_options", "strip_facade_parameters"]
+__all__ = [
+    "FACADE_PARAMETERS",
+    "MAX_TTL",
+    "StoreOptions",
+    "resolve_options",
+    "strip_facade_parameters",
+]
 
 FACADE_PARAMETERS = (
     "namespace",
@@ -66,6 +72,12 @@ class StoreOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: The longest ttl, in seconds (100 years of 365 days): a longer one would overflow what some
+#: servers store an expiry in (Redis: milliseconds since the epoch in an int64), after the
+#: thread was written. For no expiry, give no ttl.
+MAX_TTL = 100 * 365 * 86_400
+
+
 def _positive_number(name: str, raw: Any, *, integer: bool, allow_zero: bool) -> int | float:
     try:
         value: int | float = int(raw) if integer else float(raw)
@@ -90,7 +102,12 @@ def _convert(name: str, raw: Any) -> Any:
         return _positive_number(name, raw, integer=True, allow_zero=False)
     if name == "max_overflow":
         return _positive_number(name, raw, integer=True, allow_zero=True)
-    return _positive_number(name, raw, integer=False, allow_zero=False)
+    value = _positive_number(name, raw, integer=False, allow_zero=False)
+    if name == "ttl" and value > MAX_TTL:
+        raise ValueError(
+            f"option 'ttl' must be at most {MAX_TTL:,} seconds (100 years), not {raw!r}"
+        )
+    return value
 
 
 def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:

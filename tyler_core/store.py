@@ -28,7 +28,7 @@ from tyler_core.errors import NotSupportedError, StoreConnectionError, ThreadNot
 from tyler_core.jsonvalues import check_text
 from tyler_core.models import Message, Thread, set_incarnation, to_utc, utc_now
 from tyler_core.registry import normalize_url, resolve_backend
-from tyler_core.settings import StoreOptions, resolve_options, strip_facade_parameters
+from tyler_core.settings import MAX_TTL, StoreOptions, resolve_options, strip_facade_parameters
 from tyler_core.snapshots import SnapshotCache
 from tyler_core.telemetry import Operation
 from tyler_core.urls import mask_url, mask_urls_in, scheme_of
@@ -466,4 +466,6 @@ class ThreadStore:
             raise NotSupportedError(f"{type(self._backend).__name__} does not support ttl")
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < float("inf"):
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        if ttl > MAX_TTL:
+            raise ValueError(f"ttl must be at most {MAX_TTL:,} seconds (100 years), not {ttl!r}")
         return float(ttl)

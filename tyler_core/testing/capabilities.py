@@ -4,6 +4,7 @@ errors. A capability the backend does not declare must raise ``NotSupportedError
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from tyler_core.errors import (
     ThreadNotFoundError,
     TylerStoreError,
 )
+from tyler_core.settings import MAX_TTL
 from tyler_core.store import ThreadStore
 from tyler_core.testing.base import ConformanceBase, StoreOpener, exact, options_of, requires
 from tyler_core.testing.samples import message, plain_thread
@@ -209,10 +211,17 @@ class CapabilityTests(ConformanceBase):
     @requires("ttl")
     @pytest.mark.asyncio(loop_scope="function")
     async def test_invalid_ttl_is_refused(self, store: ThreadStore) -> None:
-        for bad in (0, -1, float("nan"), float("inf")):
+        for bad in (0, -1, float("nan"), float("inf"), MAX_TTL + 1, sys.maxsize):
             with pytest.raises(ValueError):
                 await store.save(plain_thread(), ttl=bad)
         assert await store.count() == 0
+        (stored,) = await self.saved(store, plain_thread("kept", attributes={"a": 1}))
+        stored.attributes["a"] = 2
+        with pytest.raises(ValueError):
+            await store.save(stored, ttl=sys.maxsize)
+        assert (await store.find_by_attributes({"a": 1}))[0].version == 1
+        await store.save(stored, ttl=MAX_TTL)  # the longest allowed
+        assert self.ids(await store.find_by_attributes({"a": 2})) == ["kept"]
 
     @pytest.mark.asyncio(loop_scope="function")
     async def test_ttl_without_the_capability_raises(self, store: ThreadStore) -> None:
