@@ -7,6 +7,7 @@ commit, or between its commit and its expiry bookkeeping.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -148,3 +149,24 @@ async def test_a_later_save_with_a_longer_ttl_gets_its_expiry_onto_the_messages(
     assert stored is not None and stored.title == "a day"
     assert len(expiries) == 2
     assert all(e is not None and e >= thread["expires_at"] for e in expiries)
+
+
+async def test_a_new_thread_under_an_expired_ones_id_removes_its_messages_quietly(
+    stores: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await stores()
+    expired = Thread(id="reused")
+    expired.add_message(Message(role="user", content="old"))
+    await store.save(expired, ttl=3600)
+    database = _backend(store).database
+    namespace = store.options.namespace
+    # What the TTL index does once the thread expires; its messages expire one TTL later.
+    await database[f"{namespace}_threads"].delete_one({"_id": "reused"})
+
+    caplog.set_level(logging.DEBUG, logger="tyler_mongo")
+    await store.save(Thread(id="reused", messages=[Message(role="user", content="new")]))
+
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("expired thread" in r.getMessage() for r in caplog.records)
+    _, expiries = await _documents(store, "reused")
+    assert expiries == [None]

@@ -81,6 +81,8 @@ class WritePlan:
         replaced: message documents the commit stops referencing (deleted after it).
         whole: the commit replaces every message: every message document of a lower epoch
             can go after it (the replaced ones and any leftovers).
+        after_expiry: the thread document read was expired or gone: message documents of a
+            lower epoch may be an expired thread's, which the TTL index has not deleted yet.
         refs: the thread's ``refs`` after the commit.
     """
 
@@ -97,6 +99,7 @@ class WritePlan:
     thread_inc: dict[str, int] = field(default_factory=dict)
     replaced: list[ObjectId] = field(default_factory=list)
     whole: bool = False
+    after_expiry: bool = False
     refs: Refs = field(default_factory=dict)
 
     @property
@@ -225,6 +228,7 @@ def plan_write(
         plan.thread_set["refs"] = dict(plan.refs)
         plan.replaced = [ref["o"] for ref in old_refs.values()]
         plan.whole = True
+        plan.after_expiry = not live
         return plan
 
     if changes.thread_changed:

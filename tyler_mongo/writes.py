@@ -217,7 +217,11 @@ class _Writes(StorageBackend):
             {"t": plan.thread_id, "e": {"$lt": plan.epoch}}, session=session
         )
         leftovers = result.deleted_count - len(plan.replaced)
-        if leftovers > 0:
+        if leftovers > 0 and plan.after_expiry:
+            logger.debug(
+                "removed %d message documents of an expired thread %s", leftovers, plan.thread_id
+            )
+        elif leftovers > 0:
             _warn_leftovers(leftovers, plan.thread_id)
 
     async def _clean_leftovers(self, plan: WritePlan, session: AsyncClientSession | None) -> None:
