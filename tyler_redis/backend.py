@@ -17,20 +17,20 @@ index keys live in another slot, so an operation keeps them in step in three scr
 (Deletes take the three steps on both.) A thread with no pending token therefore has exactly one
 list entry, the one its header names, and a page of the list is read by rank: readers check
 against the headers only the threads that have pending tokens or may expire
-(:mod:`tyler_redis.listing`). Lookups check every hit (a hit counts only if the thread's header
-names it and the thread's values really match), so the lookup members a save replaced may go
-later, with the next index script, on both kinds of server; a save that changed only messages
-keeps them. So a crash between the steps leaves a pending token and harmless extra entries,
-never a wrong answer; readers clear them once they are older than
+(:mod:`tyler_redis.listing`). Lookups check every hit against the thread's header, read after
+the sets (a hit counts only if the thread's values then really match), so the lookup members a
+save replaced may go later, with the next index script, on both kinds of server; a save that
+changed only messages keeps them. So a crash between the steps leaves a pending token and
+harmless extra entries, never a wrong answer; readers clear them once they are older than
 :attr:`RedisBackend.stale_entry_grace` seconds (younger ones may belong to an operation in
 flight): that is also how entries of expired threads go.
 
 Every script can run twice without harm (a write whose reply was lost finds its own member in
 the header and reports success), so the client retries a command whose connection dropped.
 Keyword options the facade does not know (``client_name=...``, ``socket_timeout=...``,
-``retry=...``) and the URL's own query parameters go to redis-py. With ``pool_size`` the
-standalone client uses a blocking pool of ``pool_size + max_overflow`` connections that waits
-``pool_timeout``. Every key starts with ``<namespace>:``, so an ACL user needs the key pattern
+``retry=...``) and the URL's own query parameters go to redis-py (see
+:mod:`tyler_redis.connection`: a call waits up to ``pool_timeout`` for a free connection, on a
+cluster too). Every key starts with ``<namespace>:``, so an ACL user needs the key pattern
 ``~<namespace>:*`` and the commands of the scripts (``EVALSHA``, ``EVAL``, ``SCRIPT LOAD``,
 ``SCAN``, ``UNLINK``, ``TIME``, ``PTTL``, ``SET``, hashes, sets and sorted sets).
 
@@ -43,12 +43,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 from typing_extensions import override
 
@@ -56,6 +52,7 @@ from tyler_core.backend import Capabilities
 from tyler_core.settings import StoreOptions
 from tyler_core.urls import mask_url
 from tyler_redis import listing, scripts
+from tyler_redis.connection import make_client, parse_url
 from tyler_redis.layout import Layout
 from tyler_redis.reads import _Reads
 from tyler_redis.writes import _Writes
@@ -63,8 +60,6 @@ from tyler_redis.writes import _Writes
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("tyler_redis")
-
-_SCHEMES = {"redis": False, "rediss": False, "redis+cluster": True, "rediss+cluster": True}
 
 
 class RedisBackend(_Reads, _Writes):
@@ -100,40 +95,11 @@ class RedisBackend(_Reads, _Writes):
     @classmethod
     @override
     def from_url(cls, url: str, options: StoreOptions) -> Self:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError(f"a Redis URL starts with one of {', '.join(_SCHEMES)}")
-        if not parts.hostname:
-            raise ValueError("a Redis URL needs a host, e.g. redis://localhost:6379/0")
-        cluster = _SCHEMES[scheme]
-        if cluster and parts.path not in ("", "/", "/0"):
-            raise ValueError("a Redis Cluster has only database 0")
-        # redis-py knows redis:// and rediss:// only; the cluster client is chosen here.
-        driver_url = urlunsplit(parts._replace(scheme=scheme.removesuffix("+cluster")))
+        driver_url, cluster = parse_url(url)
         return cls(driver_url, cluster=cluster, options=options)
 
     def _make_client(self) -> Any:
-        """The redis-py client. Keyword options the facade does not know go to redis-py."""
-        options = self._options
-        kwargs: dict[str, Any] = {
-            "socket_connect_timeout": options.connect_timeout,
-            # Every script is safe to run again (a write whose reply was lost finds its own
-            # token and reports success), so a dropped connection is retried, not reported.
-            "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3),
-        }
-        if options.pool_size is not None:
-            kwargs["max_connections"] = options.pool_size + (options.max_overflow or 0)
-        kwargs.update(options.extra)
-        kwargs["decode_responses"] = False  # members and ids are bytes; decoded here
-        if self._cluster:
-            return RedisCluster.from_url(self._url, **kwargs)
-        # Always a blocking pool: a call waits for a free connection (up to pool_timeout)
-        # instead of failing with MaxConnectionsError once more tasks than connections run at
-        # once, as the SQL pools do. Its default size is redis-py's (50) unless pool_size says.
-        if options.pool_timeout is not None:
-            kwargs.setdefault("timeout", options.pool_timeout)
-        return Redis.from_pool(BlockingConnectionPool.from_url(self._url, **kwargs))
+        return make_client(self._url, cluster=self._cluster, options=self._options)
 
     @override
     async def open(self) -> None:
