@@ -137,17 +137,17 @@ class _Reads(StorageBackend):
         by_member = {m: layout.id_of_lookup_member(m) for m in members}
         ids = sorted(set(by_member.values()))
         headers = dict(zip(ids, await self._headers(ids), strict=True))
-        stale = []
+        # A member the header does not name is stale, but the thread may still match: a save
+        # since the set read gave it a new member, yet kept the looked-up values. The header,
+        # read after the sets, says so without reading the sets again.
+        await self._sweep(keys, (m for m, i in by_member.items() if headers[i].get(b"am") != m))
         found: dict[str, Thread] = {}
-        for member, thread_id in by_member.items():
-            header = headers[thread_id]
-            if header.get(b"am") != member:
-                stale.append(member)
+        for thread_id, header in headers.items():
+            if b"d" not in header:  # gone
                 continue
             thread = layout.decode_header(header)
             if matches(thread):
                 found[thread_id] = thread
-        await self._sweep(keys, stale)
         ordered = sorted(found.values(), key=lambda t: (t.updated_at, t.id), reverse=True)
         end = None if limit is None else offset + limit
         # Loaded again whole: keep only threads that still match.
