@@ -10,7 +10,13 @@ import pytest
 from tyler_core.models import Message, Thread
 from tyler_core.store import ThreadStore
 from tyler_core.testing.base import ConformanceBase, exact, stored_form
-from tyler_core.testing.samples import message, plain_thread, rich_thread
+from tyler_core.testing.samples import (
+    json_fields_of,
+    message,
+    numbers_thread,
+    plain_thread,
+    rich_thread,
+)
 
 __all__ = ["RoundTripTests"]
 
@@ -55,6 +61,32 @@ class RoundTripTests(ConformanceBase):
             assert stored == value
         assert exact(got.messages[0].attributes) == exact(thread.messages[0].attributes)
         assert exact(got.attributes) == exact(values)
+
+    @pytest.mark.asyncio(loop_scope="function")
+    async def test_numbers_keep_their_type_in_every_json_field(self, store: ThreadStore) -> None:
+        # JSONB turns 1.0 into 1 and some decoders do the same; attributes alone are not enough
+        # to catch it, since backends often store each JSON field its own way.
+        thread = numbers_thread()
+        await store.save(thread)
+        expected = exact(json_fields_of(thread))
+        self.assert_same_json_fields(await self.must_get(store, thread.id), expected, "get")
+        (listed,) = await store.list_recent()
+        self.assert_same_json_fields(listed, expected, "list_recent")
+        changed = await self.must_get(store, thread.id)
+        changed.messages[0].attributes["later"] = 5.0
+        changed.messages[1].metrics["later"] = -0.0
+        changed.source = {**(changed.source or {}), "later": 7.0}
+        await store.save(changed)
+        expected = exact(json_fields_of(changed))
+        again = await self.must_get(store, thread.id)
+        self.assert_same_json_fields(again, expected, "get after a second save")
+
+    @staticmethod
+    def assert_same_json_fields(got: Thread, expected: dict[str, object], how: str) -> None:
+        """Fail naming the first JSON field of ``got`` that differs from ``expected``."""
+        fields = exact(json_fields_of(got))
+        for name, value in expected.items():
+            assert fields[name] == value, f"{how}: {name} changed type or value"
 
     @pytest.mark.asyncio(loop_scope="function")
     async def test_datetimes_keep_microseconds_and_come_back_in_utc(

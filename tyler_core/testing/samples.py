@@ -8,7 +8,17 @@ from typing import Any
 
 from tyler_core.models import Attachment, Message, Thread
 
-__all__ = ["T0", "TRICKY_JSON", "message", "plain_thread", "rich_thread"]
+__all__ = [
+    "JSON_FIELDS",
+    "NUMBERS",
+    "T0",
+    "TRICKY_JSON",
+    "json_fields_of",
+    "message",
+    "numbers_thread",
+    "plain_thread",
+    "rich_thread",
+]
 
 #: A fixed instant with microseconds, for data that must round-trip exactly.
 T0 = datetime(2024, 2, 29, 23, 59, 58, 123457, tzinfo=UTC)
@@ -41,6 +51,28 @@ TRICKY_JSON: dict[str, Any] = {
     "with.dot": 1,
     "$dollar": 2,
     "quo'te\"s": 3,
+}
+
+
+#: Numbers that a JSON column or a JSON library likes to turn into others: whole-number floats
+#: (JSONB and some decoders make them ints), ``-0.0``, the int64 limits (doubles lose them),
+#: booleans next to 0 and 1.
+NUMBERS: dict[str, Any] = {
+    "one_float": 1.0,
+    "two_float": 2.0,
+    "zero_float": 0.0,
+    "minus_zero": -0.0,
+    "big_float": 1e16,
+    "huge_float": 1e300,
+    "int_one": 1,
+    "int_zero": 0,
+    "true": True,
+    "false": False,
+    "int64_max": 2**63 - 1,
+    "int64_min": -(2**63),
+    "beyond_double": 2**53 + 1,
+    "list": [1.0, 1, True, 0.0, 0, False, -0.0, 1e16, 2**63 - 1],
+    "nested": {"a": [{"b": 3.0, "c": 3}]},
 }
 
 
@@ -132,3 +164,57 @@ def rich_thread(thread_id: str | None = None) -> Thread:
     )
     thread.add_message(Message(role="assistant", content=None, id="none-content"))
     return thread
+
+
+#: Every JSON-holding field the suite checks in :func:`numbers_thread`.
+JSON_FIELDS = (
+    "thread.attributes",
+    "thread.source",
+    "message.attributes",
+    "message.source",
+    "message.metrics",
+    "message.tool_calls",
+    "message.content",
+    "attachment.attributes",
+)
+
+
+def numbers_thread(values: Mapping[str, Any] = NUMBERS) -> Thread:
+    """A thread carrying ``values`` in every field of :data:`JSON_FIELDS`, so a store that
+    converts numbers in any one of them shows which."""
+    thread = Thread(attributes=dict(values), source={"name": "numbers", **values})
+    thread.add_message(
+        message(
+            "user",
+            [{"type": "text", "text": "numbers", **values}],
+            id="parts",
+            attributes=dict(values),
+            source={"name": "numbers", **values},
+            attachments=[Attachment(filename="numbers.json", attributes=dict(values))],
+        )
+    )
+    thread.add_message(
+        message(
+            "assistant",
+            "",
+            id="calls",
+            tool_calls=[{"id": "call_1", "type": "function", "values": dict(values)}],
+            metrics=dict(values),
+        )
+    )
+    return thread
+
+
+def json_fields_of(thread: Thread) -> dict[str, Any]:
+    """The values of :data:`JSON_FIELDS` in ``thread`` (its first messages), by field name."""
+    parts, calls = thread.messages[0], thread.messages[1]
+    return {
+        "thread.attributes": thread.attributes,
+        "thread.source": thread.source,
+        "message.attributes": parts.attributes,
+        "message.source": parts.source,
+        "message.metrics": calls.metrics,
+        "message.tool_calls": calls.tool_calls,
+        "message.content": parts.content,
+        "attachment.attributes": parts.attachments[0].attributes if parts.attachments else None,
+    }
