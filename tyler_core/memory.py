@@ -25,7 +25,7 @@ from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.jsonvalues import json_equal
 from tyler_core.models import Message, Thread, set_incarnation
-from tyler_core.settings import StoreOptions
+from tyler_core.settings import StoreOptions, refuse_extra_options
 
 __all__ = ["MemoryBackend"]
 
@@ -116,6 +116,7 @@ class MemoryBackend(StorageBackend):
         parts = urlsplit(url or "memory://")
         if parts.path not in ("", "/") or parts.query:
             raise ValueError("a memory URL is memory:// or memory://NAME")
+        refuse_extra_options(options, "the memory backend")
         return cls(parts.netloc, options)
 
     @override

@@ -2,10 +2,16 @@
 
 The facade strips its own query parameters (:data:`FACADE_PARAMETERS`) from the URL before the
 backend sees it, because drivers reject parameters they do not know.
+
+Other keywords are ``StoreOptions.extra``: a backend that passes them to its driver (Redis,
+MongoDB) lets the driver judge them, one that takes none calls :func:`refuse_extra_options`. A
+keyword that looks like a misspelt option of ours is refused for every backend, since a
+``namepsace=`` silently dropped puts data in the default namespace.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -20,6 +26,7 @@ __all__ = [
     "FACADE_PARAMETERS",
     "MAX_TTL",
     "StoreOptions",
+    "refuse_extra_options",
     "resolve_options",
     "strip_facade_parameters",
 ]
@@ -110,6 +117,37 @@ def _convert(name: str, raw: Any) -> Any:
     return value
 
 
+#: How alike (difflib ratio, case-sensitive) a keyword must be to one of ours to be taken for a
+#: typo of it even by a backend that passes keywords on: ``namepsace`` and ``pool_sise`` are,
+#: drivers' own ``connectTimeoutMS`` (0.84) and ``socket_connect_timeout`` (0.81) are not.
+_TYPO_CUTOFF = 0.85
+
+
+def _unknown_option(name: str, cutoff: float) -> str | None:
+    """``name``'s "did you mean" suffix when it is that close to an option of ours."""
+    close = difflib.get_close_matches(name, FACADE_PARAMETERS, n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else None
+
+
+def refuse_extra_options(options: StoreOptions, backend: str) -> None:
+    """Refuse keywords beyond the facade's, for a backend that gives them to no driver.
+
+    Args:
+        options: the options the backend received.
+        backend: how messages name the backend (``"the SQL backend"``).
+
+    Raises:
+        TypeError: naming the first unknown keyword, and the option it is close to if any.
+    """
+    name = next(iter(options.extra), None)
+    if name is not None:
+        hint = _unknown_option(name, 0.6) or ""
+        raise TypeError(
+            f"unknown store option {name!r}{hint} ({backend} takes only "
+            f"{', '.join(FACADE_PARAMETERS)})"
+        )
+
+
 def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
     """Split the facade's own query parameters off ``url``; return the rest of the URL and them.
 
@@ -143,7 +181,12 @@ def resolve_options(
     query: Mapping[str, str],
     environ: Mapping[str, str] | None = None,
 ) -> StoreOptions:
-    """Merge the sources in order of precedence: keywords, URL query, environment, defaults."""
+    """Merge the sources in order of precedence: keywords, URL query, environment, defaults.
+
+    Raises:
+        ValueError: an option has a bad value.
+        TypeError: a keyword that is not an option is close to one (``namepsace``).
+    """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -152,6 +195,9 @@ def resolve_options(
             if value is not None:
                 values[key] = _convert(key, value)
         else:
+            hint = _unknown_option(key, _TYPO_CUTOFF)
+            if hint is not None:
+                raise TypeError(f"unknown store option {key!r}{hint}")
             extra[key] = value
     for key, value in query.items():
         if key not in values:

@@ -59,6 +59,8 @@ class ThreadStore:
         BackendNotFoundError: unknown scheme or malformed URL.
         MissingDependencyError: the backend's driver is not installed.
         ValueError: a bad option (a namespace outside ``[a-z0-9_]{1,32}``, say).
+        TypeError: an unknown keyword, for a backend that passes none to a driver, or one that
+            looks like a misspelt option (``namepsace``) for any backend.
     """
 
     def __init__(self, url: str | None = None, *, clock: Clock | None = None, **options: Any):

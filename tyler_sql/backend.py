@@ -53,7 +53,7 @@ from tyler_core.backend import Capabilities, StorageBackend
 from tyler_core.changes import ThreadChanges
 from tyler_core.errors import ConcurrencyError, ThreadNotFoundError
 from tyler_core.models import Message, Thread
-from tyler_core.settings import StoreOptions
+from tyler_core.settings import StoreOptions, refuse_extra_options
 from tyler_core.urls import mask_url
 from tyler_sql.driverfetch import driver_fetch
 from tyler_sql.engine import STATEMENT_OPTION, WRITE_OPTION, build_engine, is_memory, sqlalchemy_url
@@ -143,6 +143,7 @@ class SQLBackend(StorageBackend):
     @classmethod
     @override
     def from_url(cls, url: str, options: StoreOptions) -> Self:
+        refuse_extra_options(options, "the SQL backend")
         return cls(url, options)
 
     @property
