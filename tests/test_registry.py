@@ -15,6 +15,8 @@ from tyler_core import (
     BackendSpec,
     MemoryBackend,
     MissingDependencyError,
+    StoreOptions,
+    Thread,
     ThreadStore,
     available_backends,
     register_backend,
@@ -121,6 +123,80 @@ def test_register_backend_takes_a_lazy_target_string(registered: None) -> None:
 def test_register_backend_refuses_a_non_scheme() -> None:
     with pytest.raises(ValueError, match="not a URL scheme"):
         register_backend("no spaces", LoudMemory)
+
+
+@pytest.mark.parametrize("backend", [dict, LoudMemory("", StoreOptions()), 42, Thread])
+def test_register_backend_refuses_what_is_no_backend_class(
+    registered: None, backend: object
+) -> None:
+    with pytest.raises(TypeError, match="takes a StorageBackend subclass"):
+        register_backend("mydb", backend)  # type: ignore[arg-type]
+    with pytest.raises(BackendNotFoundError, match="no backend for the URL scheme 'mydb'"):
+        ThreadStore("mydb://")
+
+
+@pytest.mark.parametrize(
+    "target", ["tyler_core.memory", "tyler_core.memory:", ":MemoryBackend", "a b:C", "m:C.D", ""]
+)
+def test_register_backend_refuses_a_target_that_names_no_class(
+    registered: None, target: str
+) -> None:
+    with pytest.raises(TypeError, match="a backend target is 'module:Class'"):
+        register_backend("mydb", target)
+    with pytest.raises(TypeError, match="a backend target is 'module:Class'"):
+        register_backend("mydb", BackendSpec(target=target))
+
+
+@pytest.mark.parametrize(
+    ("url", "drivers", "scheme"),
+    [
+        ("postgresql+pg8000://u@h/db", "asyncpg and psycopg", "postgresql+asyncpg"),
+        ("postgres+pg8000://u@h/db", "asyncpg and psycopg", "postgresql+psycopg"),
+        ("mysql+aiomysql://u@h/db", "asyncmy", "mariadb+asyncmy"),
+        ("sqlite+pysqlite:///x.db", "aiosqlite", "sqlite+aiosqlite"),
+        ("mongodb+motor://h", "pymongo", "mongodb+srv"),
+    ],
+)
+def test_an_unsupported_driver_of_our_databases_names_the_supported_ones(
+    url: str, drivers: str, scheme: str
+) -> None:
+    with pytest.raises(BackendNotFoundError) as caught:
+        ThreadStore(url)
+    message = str(caught.value)
+    assert f"This database is served with {drivers} only, as: " in message
+    assert scheme in message.split("as: ")[1]
+    assert "pip install" not in message
+
+
+def test_an_unknown_scheme_with_nothing_close_is_one_sentence_per_fact() -> None:
+    with pytest.raises(BackendNotFoundError) as caught:
+        ThreadStore("http://x")
+    message = str(caught.value)
+    assert message.startswith("no backend for the URL scheme 'http'. Installed schemes: ")
+    assert message.endswith(".")
+
+
+def test_a_plus_in_an_entry_point_name_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    _fake_distribution(tmp_path, "plus_store", "kvplus+bad = tyler_core.memory:MemoryBackend")
+    result = run_python(
+        """
+        import warnings
+        from tyler_core import ThreadStore, BackendNotFoundError, available_backends
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print([b.scheme for b in available_backends() if b.scheme.startswith("kvplus")])
+        print([str(w.message) for w in caught])
+        try:
+            ThreadStore("kvplus+bad://x")
+        except BackendNotFoundError as exc:
+            print("did you mean" in str(exc))
+        """,
+        tmp_path,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "[]", result.stderr
+    assert "entry point 'kvplus+bad' of plus_store: write '+' as '.' ('kvplus.bad')" in lines[1]
+    assert lines[2] == "False"
 
 
 def test_a_target_that_is_not_a_backend_is_refused(registered: None) -> None:

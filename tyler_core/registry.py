@@ -6,7 +6,8 @@ scheme with ``+`` written as ``.`` (``postgresql.asyncpg``); its value is either
 :class:`~tyler_core.backend.StorageBackend` subclass. :func:`register_backend` adds one at run
 time and wins over entry points. Entry points are read on the first lookup and cached;
 :func:`refresh` reads them again. Lookup is exact: ``postgresql+psycopg`` never falls back to
-another driver.
+another driver. An entry whose name is no scheme in that form (``mydb+async``) is ignored, with a
+warning that says how to name it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import difflib
 import importlib
 import importlib.util
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
@@ -41,6 +43,7 @@ __all__ = [
 ENTRY_POINT_GROUP = "tyler.thread_stores"
 DISTRIBUTION = "tyler-threadstore"
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*")
+_ENTRY_POINT_NAME = re.compile(r"[a-z][a-z0-9.\-]*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,10 +105,34 @@ def register_backend(scheme: str, backend: str | BackendSpec | type[StorageBacke
         scheme: the URL scheme, e.g. ``"mydb"`` or ``"mydb+driver"``.
         backend: a :class:`StorageBackend` subclass, a :class:`BackendSpec`, or a
             ``"module:Class"`` string.
+
+    Raises:
+        ValueError: ``scheme`` is not a URL scheme.
+        TypeError: ``backend`` is none of those, or a string (or a spec's target) that is not
+            ``"module:Class"``.
     """
+    from tyler_core.backend import StorageBackend
+
     if not _SCHEME.fullmatch(scheme.lower()):
         raise ValueError(f"not a URL scheme: {scheme!r}")
-    _runtime[_key(scheme)] = BackendSpec(target=backend) if isinstance(backend, str) else backend
+    if isinstance(backend, str):
+        backend = BackendSpec(target=backend)
+    if isinstance(backend, BackendSpec):
+        _check_target(backend.target)
+    elif not (isinstance(backend, type) and issubclass(backend, StorageBackend)):
+        raise TypeError(
+            "register_backend() takes a StorageBackend subclass, a BackendSpec or a "
+            f"'module:Class' string, not {backend!r}"
+        )
+    _runtime[_key(scheme)] = backend
+
+
+def _check_target(target: object) -> None:
+    """Refuse a target that cannot name a class, at registration rather than at first use."""
+    module, colon, attribute = target.partition(":") if isinstance(target, str) else ("", "", "")
+    names = module.split(".") if module else []
+    if not (colon and attribute.isidentifier() and names and all(n.isidentifier() for n in names)):
+        raise TypeError(f"a backend target is 'module:Class', not {target!r}")
 
 
 def unregister_backend(scheme: str) -> None:
@@ -117,10 +144,26 @@ def unregister_backend(scheme: str) -> None:
 def _entry_points() -> dict[str, list[EntryPoint]]:
     found: dict[str, list[EntryPoint]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if not _ENTRY_POINT_NAME.fullmatch(ep.name.lower()):
+            _warn_bad_name(ep)
+            continue
         claims = found.setdefault(ep.name.lower(), [])
         if not any(c.value == ep.value for c in claims):
             claims.append(ep)
     return found
+
+
+def _warn_bad_name(ep: EntryPoint) -> None:
+    how = (
+        f"write '+' as '.' ({ep.name.replace('+', '.')!r})"
+        if "+" in ep.name
+        else "name it after a URL scheme (letters, digits, '.' and '-')"
+    )
+    warnings.warn(
+        f"ignoring the {ENTRY_POINT_GROUP} entry point {ep.name!r} of {_provider(ep)}: {how}",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def refresh() -> None:
@@ -239,11 +282,35 @@ def _unknown_scheme_message(scheme: str) -> str:
     close = difflib.get_close_matches(scheme, installed, n=3, cutoff=0.6)
     if close:
         message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        message += "."
     message += f" Installed schemes: {', '.join(installed) or 'none'}."
-    known = _KNOWN_EXTRAS.get(_key(scheme).split(".")[0])
-    if known:
-        message += f' Install it with: pip install "tyler-threadstore[{known}]"'
-    return message
+    return message + _family_hint(scheme)
+
+
+def _family_hint(scheme: str) -> str:
+    """For a scheme of one of our databases: the drivers we serve it with, or the extra to
+    install when the package that registers them is missing (an older wheel)."""
+    extra = _KNOWN_EXTRAS.get(_key(scheme).split(".")[0])
+    if extra is None:
+        return ""
+    family = [k for k in _all_keys() if _KNOWN_EXTRAS.get(k.split(".")[0]) == extra]
+    if not family:
+        return f' Install it with: pip install "tyler-threadstore[{extra}]"'
+    drivers = sorted({d for d in map(_driver_of, family) if d})
+    served = f"with {' and '.join(drivers)} only" if drivers else "only"
+    return f" This database is served {served}, as: {', '.join(map(_scheme, family))}."
+
+
+def _driver_of(key: str) -> str | None:
+    registered = _runtime.get(key)
+    if registered is None:
+        claims = _entry_points().get(key, [])
+        try:
+            registered = _load(claims[0]) if len(claims) == 1 else None
+        except (MissingDependencyError, BackendNotFoundError):
+            return None
+    return registered.driver if isinstance(registered, BackendSpec) else None
 
 
 # Schemes our own extras provide, for the hint when the package providing them is not installed
