@@ -172,3 +172,69 @@ def test_find_and_stats(tmp_path: Path) -> None:
     assert stats["backend"] == "SQLBackend"
     bad = tyler_store("find", cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "--attr" in bad.stderr
+
+
+async def test_find_with_limit_returns_the_first_threads_matching_both_filters(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tyler_core import Thread, ThreadStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/find.db"
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    # Newest first: C matches both, then more source-only threads than a page, then A.
+    async with await ThreadStore.create(url) as store:
+        for minute, (thread_id, customer) in enumerate(
+            [("A", "acme"), *((f"B{n:03d}", "other") for n in range(120)), ("C", "acme")]
+        ):
+            thread = Thread(
+                id=thread_id,
+                attributes={"customer": customer},
+                source={"name": "slack"},
+                updated_at=start + timedelta(minutes=minute),
+            )
+            await store.save(thread, touch=False)
+
+    def found(*limit: str) -> list[str]:
+        result = tyler_store(
+            "find", "--url", url, "--attr", "customer=acme", "--source", "slack", "--json",
+            *limit, cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return [t["id"] for t in json.loads(result.stdout)]
+
+    assert found("--limit", "1") == ["C"]
+    assert found("--limit", "2") == ["C", "A"]
+    assert found() == ["C", "A"]
+    assert found("--limit", "0") == []
+
+
+@pytest.mark.parametrize("batch", ["0", "-3"])
+def test_copy_batch_below_one_is_a_usage_error(tmp_path: Path, batch: str) -> None:
+    result = tyler_store("copy", "memory://", "memory://", "--batch", batch, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "argument --batch: must be at least 1" in result.stderr
+
+
+async def test_copy_keeps_newer_target_threads_unless_overwrite(tmp_path: Path) -> None:
+    from tyler_core import ThreadStore
+
+    source = f"sqlite+aiosqlite:///{tmp_path}/source.db"
+    target = f"sqlite+aiosqlite:///{tmp_path}/target.db"
+    assert tyler_store("--url", source, "demo", cwd=tmp_path).returncode == 0
+    assert tyler_store("copy", source, target, cwd=tmp_path).returncode == 0
+    async with await ThreadStore.create(target) as store:
+        edited = (await store.list_recent(1))[0]
+        edited.title = "changed in the target"
+        await store.save(edited)
+
+    kept = tyler_store("copy", source, target, cwd=tmp_path)
+    assert kept.returncode == 1
+    assert "copied 0 threads" in kept.stdout and "skipped 3" in kept.stdout
+    assert "kept 1 threads the target holds at a newer version" in kept.stderr
+    shown = tyler_store("show", "--url", target, edited.id, "--json", cwd=tmp_path)
+    assert json.loads(shown.stdout)["title"] == "changed in the target"
+
+    forced = tyler_store("copy", source, target, "--overwrite", cwd=tmp_path)
+    assert forced.returncode == 0 and "verified" in forced.stdout, forced.stderr

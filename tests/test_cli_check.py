@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.test_cli import tyler_store
+from tyler_core.check_report import GroupResult, format_report
 
 
 def _rows(report: str) -> dict[str, list[str]]:
@@ -69,3 +70,41 @@ def test_check_masks_the_password_in_its_report(tmp_path: Path) -> None:
     assert "hunter2-secret" not in result.stdout + result.stderr
     assert ":***@" in result.stdout
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_check_selecting_no_test_reports_the_declared_capabilities(tmp_path: Path) -> None:
+    database = tmp_path / "none.db"
+    result = tyler_store(
+        "check", f"sqlite+aiosqlite:///{database}", "-k", "no_test_is_called_this", cwd=tmp_path
+    )
+    assert result.returncode == 5, result.stdout[-3000:] + result.stderr  # pytest: none ran
+    rows = _rows(result.stdout)
+    assert rows["ttl"][0] == "no" and rows["search"][0] == "yes"
+    assert all(row[1:4] == ["0", "0", "0"] for row in rows.values())
+    assert "No test ran" in result.stdout
+    with sqlite3.connect(database) as connection:  # the probe's namespace was dropped
+        tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master")]
+    assert not [t for t in tables if re.match(r"t_[0-9a-f]{20}_", t)], tables
+
+
+def test_the_documented_pytest_arguments_select_tests(tmp_path: Path) -> None:
+    # docs/operations.md: tyler-store check URL -k round_trip -x
+    result = tyler_store("check", "memory://x", "-k", "round_trip", "-x", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert int(_rows(result.stdout)["core"][1]) > 0
+    assert "No test ran" not in result.stdout
+
+
+def test_a_run_stopped_early_is_reported_as_incomplete() -> None:
+    results = {
+        "core": GroupResult(failed=1, failures=["test_x"], selected=80),
+        "search": GroupResult(selected=10),
+        "ttl": GroupResult(skipped=3, not_declared=3, selected=3),
+    }
+    report = format_report("memory://", results, {"search": True, "ttl": False})
+    rows = _rows(report)
+    assert rows["core"][4] == "FAIL" and rows["search"][4] == "incomplete"
+    assert rows["search"][0] == "yes" and rows["ttl"][0] == "no"
+    assert rows["ttl"][4] == "not tested"
+    assert "Only 4 of 93 selected tests ran" in report
+    assert _rows(format_report("memory://", {"search": GroupResult()}))["search"][0] == "?"

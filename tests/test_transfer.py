@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from tyler_core.transfer import (
     copy_threads,
     export_threads,
     import_threads,
+    iterate_threads,
 )
 
 
@@ -145,3 +147,46 @@ async def test_files_that_are_not_exports_are_refused(lines: list[str], reason: 
     async with ThreadStore("memory://") as target:
         with pytest.raises(ImportFileError, match=reason):
             await import_threads(target, lines)
+
+
+@pytest.mark.parametrize("batch", [0, -1])
+async def test_a_batch_below_one_is_refused_by_every_transfer(
+    source: ThreadStore, batch: int
+) -> None:
+    async with ThreadStore("memory://") as target:
+        with pytest.raises(ValueError, match=r"^batch must be at least 1"):
+            await copy_threads(source, target, batch=batch)
+        with pytest.raises(ValueError, match=r"^batch must be at least 1"):
+            await checksum(source, batch=batch)
+        with pytest.raises(ValueError, match=r"^batch must be at least 1"):
+            await export_threads(source, io.StringIO(), batch=batch)
+        with pytest.raises(ValueError, match=r"^batch must be at least 1"):
+            [t async for t in iterate_threads(source, batch=batch)]
+        assert await target.count() == 0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "memory://" if request.param == "memory" else f"sqlite+aiosqlite:///{tmp_path}/t.db"
+
+
+async def test_copy_keeps_a_thread_the_target_holds_at_a_newer_version(
+    source: ThreadStore, target_url: str
+) -> None:
+    async with await ThreadStore.create(target_url) as target:
+        await copy_threads(source, target)
+        edited = await target.get("t0003")
+        assert edited is not None
+        edited.title = "changed in the target"
+        await target.save(edited)
+
+        again = await copy_threads(source, target)
+        assert (again.copied, again.skipped, again.kept_newer) == (0, 56, 1)
+        assert not again.verified
+        kept = await target.get("t0003")
+        assert kept is not None and kept.title == "changed in the target"
+
+        forced = await copy_threads(source, target, overwrite=True)
+        assert (forced.copied, forced.kept_newer) == (57, 0) and forced.verified
+        replaced = await target.get("t0003")
+        assert replaced is not None and replaced.title != "changed in the target"

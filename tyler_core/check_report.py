@@ -43,6 +43,13 @@ class GroupResult:
     not_declared: int = 0
     #: Names of the failed tests (without the URL parameter).
     failures: list[str] = field(default_factory=list)
+    #: Tests selected to run; more than the outcomes when the run stopped early (``-x``).
+    selected: int = 0
+
+    @property
+    def reported(self) -> int:
+        """Tests with an outcome: passed, failed or skipped."""
+        return self.passed + self.failed + self.skipped
 
 
 def group_of(item: pytest.Item) -> str:
@@ -65,8 +72,9 @@ class _Collector:
         self.groups: dict[str, str] = {}
         self.outcomes: dict[str, tuple[str, str]] = {}
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        self.groups = {item.nodeid: group_of(item) for item in items}
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # After -k and -m deselected theirs: what is left is what was meant to run.
+        self.groups = {item.nodeid: group_of(item) for item in session.items}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         nodeid = report.nodeid
@@ -82,6 +90,8 @@ class _Collector:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         results = {name: GroupResult() for name in GROUPS}
+        for group in self.groups.values():
+            results[group].selected += 1
         for nodeid, (outcome, reason) in self.outcomes.items():
             result = results[self.groups.get(nodeid, "core")]
             if outcome == "failed":
@@ -123,32 +133,32 @@ def read_report(path: Path) -> dict[str, GroupResult]:
 def format_report(
     store: str, results: dict[str, GroupResult], declared: dict[str, bool] | None = None
 ) -> str:
-    """The one-screen report: a line per capability, then the failed tests (ten at most)."""
+    """The one-screen report: a line per capability, then the failed tests (ten at most).
+
+    ``declared`` holds the backend's capabilities; without it the column says ``?`` unless
+    a test was skipped for want of the capability: outcomes cannot show what is declared
+    when ``-k`` selects no test of a group or ``-x`` stops before it.
+    """
     lines = [f"Conformance of {store}", ""]
     rows = [("capability", "declared", "passed", "failed", "skipped", "verdict")]
     for name in GROUPS:
         result = results.get(name, GroupResult())
-        ran = result.passed + result.failed
-        if name == "core":
-            said = "required"
-        elif declared is not None and name in declared:
-            said = "yes" if declared[name] else "no"
-        else:
-            said = "no" if result.not_declared and not ran else "yes"
-        if result.failed:
-            verdict = "FAIL"
-        elif ran:
-            verdict = "ok"
-        else:
-            verdict = "not tested"
         rows.append(
-            (name, said, str(result.passed), str(result.failed), str(result.skipped), verdict)
+            (
+                name,
+                _declared_text(name, result, declared),
+                str(result.passed),
+                str(result.failed),
+                str(result.skipped),
+                _verdict(result),
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines += _coverage_notes(list(results.values()))
     failures = [(n, f) for n in GROUPS for f in results.get(n, GroupResult()).failures]
     if failures:
         lines += ["", f"failed ({len(failures)}):"]
@@ -156,3 +166,31 @@ def format_report(
         if len(failures) > 10:
             lines.append(f"  ... and {len(failures) - 10} more (see the pytest output above)")
     return "\n".join(lines)
+
+
+def _declared_text(name: str, result: GroupResult, declared: dict[str, bool] | None) -> str:
+    if name == "core":
+        return "required"
+    if declared is not None and name in declared:
+        return "yes" if declared[name] else "no"
+    return "no" if result.not_declared else "?"
+
+
+def _verdict(result: GroupResult) -> str:
+    if result.failed:
+        return "FAIL"
+    if result.reported < result.selected:
+        return "incomplete"
+    return "ok" if result.passed else "not tested"
+
+
+def _coverage_notes(results: list[GroupResult]) -> list[str]:
+    """Say so when the run proves less than the table suggests: no test ran, or some were
+    selected but never reached."""
+    reported = sum(r.reported for r in results)
+    selected = sum(r.selected for r in results)
+    if reported == 0:
+        return ["", "No test ran: the pytest arguments selected none, or the run stopped first."]
+    if reported < selected:
+        return ["", f"Only {reported} of {selected} selected tests ran (the run stopped early)."]
+    return []

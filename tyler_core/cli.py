@@ -1,9 +1,11 @@
 """The ``tyler-store`` command: inspect stores, copy/export/import them, run the demo, migrate SQL
 schemas, check backends.
 
-The store URL comes from ``--url``, else ``TYLER_STORE_URL``, else the embedded SQLite file
-``sqlite+aiosqlite:///tyler-threads.db`` (in memory when the SQLite extra is not installed).
-URLs are always shown masked.
+The store URL comes from the command's URL argument (``export``, ``import``, ``migrate``,
+``check``), else ``--url``, else ``TYLER_STORE_URL``, else the embedded SQLite file
+``sqlite+aiosqlite:///tyler-threads.db`` (in memory when the SQLite extra is not installed);
+``copy`` takes both of its URLs as arguments. ``--url`` and ``--namespace`` may come before or
+after the command. URLs are always shown masked.
 
 This module parses the command line and dispatches it; the commands live in
 :mod:`tyler_core.cli_commands`, their output formatting in :mod:`tyler_core.cli_format` and the
@@ -58,30 +60,68 @@ def default_url() -> tuple[str, str | None]:
     return DEFAULT_URL, None
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, refused with the option's name."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _root_options(*, after_command: bool) -> argparse.ArgumentParser:
+    """``--url`` and ``--namespace``, taken before the command and after it.
+
+    The copy each command gets has no defaults: argparse would let them overwrite what was
+    given before the command. Without ``--namespace`` the URL's ``?namespace=`` applies, else
+    the store's default, as for ``ThreadStore(url)``.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if after_command else None
+    parent.add_argument(
+        "--url",
+        default=default,
+        help="store URL (default: $TYLER_STORE_URL or " + DEFAULT_URL + ")",
+    )
+    parent.add_argument(
+        "--namespace",
+        default=default,
+        help="store namespace (default: the URL's ?namespace=, else tyler)",
+    )
+    return parent
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tyler-store",
         description="Inspect and operate tyler-threadstore stores.",
+        parents=[_root_options(after_command=False)],
     )
-    parser.add_argument(
-        "--url", help="store URL (default: $TYLER_STORE_URL or " + DEFAULT_URL + ")"
-    )
-    parser.add_argument("--namespace", default="tyler", help="store namespace (default: tyler)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_root_options(after_command=True)]
 
-    sub.add_parser("demo", help="fill the store with sample threads and query them")
-    p = sub.add_parser("backends", help="installed URL schemes and whether their drivers import")
+    def command(name: str, summary: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, parents=common, **kwargs)
+
+    command("demo", "fill the store with sample threads and query them")
+    p = command("backends", "installed URL schemes and whether their drivers import")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("list", help="list threads, most recent first")
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--offset", type=int, default=0)
+    p = command("list", "list threads, most recent first")
+    p.add_argument("--limit", type=_count(0), default=20)
+    p.add_argument("--offset", type=_count(0), default=0)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("show", help="show one thread")
+    p = command("show", "show one thread")
     p.add_argument("thread_id")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("delete", help="delete one thread")
+    p = command("delete", "delete one thread")
     p.add_argument("thread_id")
-    p = sub.add_parser("find", help="threads by attributes and/or source")
+    p = command("find", "threads by attributes and/or source")
     p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--source", metavar="NAME")
     p.add_argument(
@@ -91,34 +131,94 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="source property (with --source)",
     )
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_count(0), default=None)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("stats", help="threads and messages in the store")
+    p = command("stats", "threads and messages in the store")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = sub.add_parser("copy", help="copy every thread from one store to another")
+    p = command("copy", "copy every thread from one store to another")
     p.add_argument("source", metavar="SRC_URL")
     p.add_argument("target", metavar="DST_URL")
-    p.add_argument("--target-namespace", help="namespace in DST (default: --namespace)")
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument(
+        "--target-namespace",
+        help="namespace in DST (default: --namespace, else DST's ?namespace=, else tyler)",
+    )
+    p.add_argument("--batch", type=_count(1), default=100, help="threads per page (default 100)")
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="rewrite threads already present at the same version",
+        help="also rewrite threads the target holds at the same or a newer version",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = sub.add_parser("export", help="write every thread as JSON Lines")
-    p.add_argument("store_url", metavar="URL")
-    p.add_argument("file", metavar="FILE", nargs="?", default="-")
-    p = sub.add_parser("import", help="save every thread of a JSON Lines export")
-    p.add_argument("store_url", metavar="URL")
-    p.add_argument("file", metavar="FILE", nargs="?", default="-")
-    p = sub.add_parser("migrate", help="upgrade a SQL store's schema")
-    p.add_argument("store_url", metavar="URL")
+    p = command("export", "write every thread as JSON Lines")
+    p.add_argument("store_url", metavar="URL", nargs="?", help="store (with --url: omit it)")
+    p.add_argument("file", metavar="FILE", nargs="?", help='output file (default "-": stdout)')
+    p = command("import", "save every thread of a JSON Lines export")
+    p.add_argument("store_url", metavar="URL", nargs="?", help="store (with --url: omit it)")
+    p.add_argument("file", metavar="FILE", nargs="?", help='input file (default "-": stdin)')
+    p = command("migrate", "upgrade a SQL store's schema")
+    p.add_argument("store_url", metavar="URL", nargs="?")
     p.add_argument("--check", action="store_true", help="exit 1 when the schema is behind")
-    p = sub.add_parser("check", help="run the conformance suite against a live store")
-    p.add_argument("store_url", metavar="URL")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments")
+    p = command(
+        "check",
+        "run the conformance suite against a live store",
+        usage="tyler-store check [-h] [--url URL] [URL] [PYTEST_ARGS ...]",
+        epilog="Every argument after the URL (or after check's own options) goes to pytest.",
+    )
+    p.add_argument("store_url", metavar="URL", nargs="?")
     return parser
+
+
+_OPTIONS_WITH_VALUE = ("--url", "--namespace")
+
+
+def _split_pytest_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split the pytest arguments off a ``check`` command line: what follows check's own
+    options and its optional URL.
+
+    argparse cannot do it: with the URL optional, it reads ``check -k name`` as pytest's
+    ``-k`` followed by the URL ``name``.
+    """
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        index += 2 if argv[index] in _OPTIONS_WITH_VALUE else 1
+    if index >= len(argv) or argv[index] != "check":
+        return argv, []
+    index += 1
+    while index < len(argv) and argv[index].startswith("-"):
+        token = argv[index]
+        if token in _OPTIONS_WITH_VALUE:
+            index += 2
+        elif token.startswith(tuple(f"{o}=" for o in _OPTIONS_WITH_VALUE)) or token in (
+            "-h",
+            "--help",
+        ):
+            index += 1
+        else:
+            break
+    if index < len(argv) and not argv[index].startswith("-"):
+        index += 1
+    return argv[:index], argv[index:]
+
+
+def _resolve_store_url(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.store_url``: the command's URL argument, else ``--url``, else
+    ``$TYLER_STORE_URL``, else the default file.
+
+    With ``--url``, the one argument of ``export`` and ``import`` is their FILE.
+    """
+    given = getattr(args, "store_url", None)
+    if args.command in ("export", "import"):
+        if args.url and given and args.file is None:
+            given, args.file = None, given
+        args.file = args.file or "-"
+    if given and args.url:
+        parser.error(f"{args.command}: give the store URL as an argument or as --url, not both")
+    if given or args.url:
+        args.store_url = given or args.url
+        return
+    args.store_url, note = default_url()
+    if note:
+        print(note, file=sys.stderr)
 
 
 _STORE_COMMANDS: dict[
@@ -136,16 +236,19 @@ _URL_COMMANDS = {"copy": cmd_copy, "export": cmd_export, "import": cmd_import}
 
 
 async def _with_store(args: argparse.Namespace) -> int:
-    url, note = (args.url, None) if args.url else default_url()
-    if note:
-        print(note, file=sys.stderr)
-    async with await ThreadStore.create(url, namespace=args.namespace) as store:
+    # --namespace absent is None, which is no keyword: the URL's ?namespace= then applies.
+    async with await ThreadStore.create(args.store_url, namespace=args.namespace) as store:
         return await _STORE_COMMANDS[args.command](store, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
+    options, pytest_args = _split_pytest_args(list(sys.argv[1:] if argv is None else argv))
+    parser = _parser()
+    args = parser.parse_args(options)
+    args.pytest_args = pytest_args
+    if args.command not in ("backends", "copy"):
+        _resolve_store_url(parser, args)
     try:
         if args.command == "backends":
             return cmd_backends(args)

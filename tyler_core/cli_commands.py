@@ -8,6 +8,7 @@ open what they need themselves. Each returns the exit status.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from tyler_core.backend import Capabilities
 from tyler_core.cli_demo import demo_threads
 from tyler_core.cli_format import stat_text, table, thread_rows
+from tyler_core.jsonvalues import json_equal
 from tyler_core.models import Thread
 from tyler_core.registry import available_backends, normalize_url, resolve_backend
 from tyler_core.store import ThreadStore
@@ -45,6 +48,9 @@ __all__ = [
     "cmd_show",
     "cmd_stats",
 ]
+
+#: Threads per page when ``find`` pages through a lookup.
+_FIND_PAGE = 100
 
 
 def _print_threads(threads: Sequence[Thread], *, as_json: bool) -> None:
@@ -123,19 +129,42 @@ async def cmd_find(store: ThreadStore, args: argparse.Namespace) -> int:
         raise ValueError("--prop needs --source")
     if args.source is None and not attributes:
         raise ValueError("find needs --attr KEY=VALUE or --source NAME")
-    threads = None
-    if attributes:
+    if args.source is None:
         threads = await store.find_by_attributes(attributes, limit=args.limit)
-    if args.source is not None:
-        by_source = await store.find_by_source(args.source, properties, limit=args.limit)
-        if threads is None:
-            threads = by_source
-        else:
-            ids = {t.id for t in by_source}
-            threads = [t for t in threads if t.id in ids]
-    assert threads is not None
+    elif not attributes:
+        threads = await store.find_by_source(args.source, properties, limit=args.limit)
+    else:
+        threads = await _find_both(store, attributes, args.source, properties, args.limit)
     _print_threads(threads, as_json=args.json)
     return 0
+
+
+async def _find_both(
+    store: ThreadStore,
+    attributes: dict[str, Any],
+    source: str,
+    properties: dict[str, Any],
+    limit: int | None,
+) -> list[Thread]:
+    """The first ``limit`` threads matching the source and the attributes, in list order.
+
+    Pages of the source lookup are filtered on the attributes here, with the lookups' own
+    equality, until enough match: limiting both lookups and intersecting them would lose a
+    thread that one lookup's first page leaves out.
+    """
+    found: list[Thread] = []
+    offset = 0
+    while limit is None or len(found) < limit:
+        page = await store.find_by_source(source, properties, limit=_FIND_PAGE, offset=offset)
+        found += [t for t in page if _holds(t.attributes, attributes)]
+        if len(page) < _FIND_PAGE:
+            break
+        offset += len(page)
+    return found[:limit]
+
+
+def _holds(document: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(key in document and json_equal(document[key], v) for key, v in wanted.items())
 
 
 async def cmd_stats(store: ThreadStore, args: argparse.Namespace) -> int:
@@ -171,11 +200,11 @@ def _progress_printer(quiet: bool) -> Callable[[Progress], None] | None:
 
 
 async def cmd_copy(args: argparse.Namespace) -> int:
+    # A namespace of None is no keyword: the URL's ?namespace= applies, else the default.
+    target_namespace = args.target_namespace or args.namespace
     async with (
         await ThreadStore.create(args.source, namespace=args.namespace) as source,
-        await ThreadStore.create(
-            args.target, namespace=args.target_namespace or args.namespace
-        ) as target,
+        await ThreadStore.create(args.target, namespace=target_namespace) as target,
     ):
         report = await copy_threads(
             source,
@@ -191,12 +220,18 @@ async def cmd_copy(args: argparse.Namespace) -> int:
         f"skipped {report.skipped} already there; "
         f"source {report.source_count} threads, target {report.target_count} threads"
     )
+    if report.kept_newer:
+        print(
+            f"kept {report.kept_newer} threads the target holds at a newer version than the "
+            "source (--overwrite replaces them)",
+            file=sys.stderr,
+        )
     if report.verified:
         print(f"verified: counts and checksums match ({report.source_checksum[:16]})")
         return 0
     print(
-        "NOT verified: the stores differ (the target holds other threads, or the source "
-        "changed during the copy)",
+        "NOT verified: the stores differ (the target holds other threads or newer versions, "
+        "or the source changed during the copy)",
         file=sys.stderr,
     )
     return 1
@@ -244,8 +279,18 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_namespace(url: str, namespace: str | None) -> str:
+    """``url`` with ``?namespace=`` set to ``--namespace`` when given: migrate reads the URL's
+    first, and the option must win there as it does for every other command."""
+    if namespace is None:
+        return url
+    base, _, query = url.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "namespace"]
+    return f"{base}?{urlencode([*kept, ('namespace', namespace)])}"
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
-    url = normalize_url(args.store_url)
+    url = _with_namespace(normalize_url(args.store_url), args.namespace)
     backend = resolve_backend(url)  # unknown scheme or missing driver: a clear error first
     if not backend.__module__.startswith("tyler_sql."):
         print(
@@ -257,10 +302,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from tyler_sql import migrate
 
     if args.check:
-        current, message = migrate.check(url, namespace=args.namespace)
+        current, message = migrate.check(url)
         print(message)
         return 0 if current else 1
-    migrate.upgrade(url, namespace=args.namespace)
+    migrate.upgrade(url)
     print(f"{mask_url(args.store_url)}: schema is up to date")
     return 0
 
@@ -282,6 +327,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     # Fail on an unknown scheme or a missing driver here, with our message, not in pytest.
     resolve_backend(normalize_url(args.store_url))
+    declared = asyncio.run(_declared_capabilities(args.store_url))
     with tempfile.TemporaryDirectory(prefix="tyler-check-") as scratch:
         report_file = Path(scratch) / "report.json"
         command = [
@@ -312,5 +358,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             return status or 1
         results = read_report(report_file)
     print()
-    print(format_report(mask_url(args.store_url) or "memory://", results))
+    print(format_report(mask_url(args.store_url) or "memory://", results, declared))
     return status
+
+
+async def _declared_capabilities(url: str) -> dict[str, bool]:
+    """What the backend declares once open (``open`` may change it: an in-memory SQLite
+    database is not shared), read on a throwaway namespace dropped afterwards, like the
+    suite's: test outcomes cannot tell, since a run may select or reach no test of a group."""
+    from tyler_core.testing.base import fresh_namespace
+
+    async with await ThreadStore.create(url, namespace=fresh_namespace()) as store:
+        try:
+            return {name: getattr(store.capabilities, name) for name in Capabilities.names()}
+        finally:
+            await store.backend.drop()

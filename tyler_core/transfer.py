@@ -43,12 +43,14 @@ class Progress:
     threads: int = 0
     messages: int = 0
     skipped: int = 0
+    #: Threads left alone because the target holds a newer version than the source.
+    newer: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
         """One line for a terminal: counts, rates and ETA."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        done = self.threads + self.skipped
+        done = self.threads + self.skipped + self.newer
         rate = done / elapsed
         text = f"{done}"
         if self.total:
@@ -60,6 +62,8 @@ class Progress:
             text += f", ETA {max(self.total - done, 0) / rate:.0f} s"
         if self.skipped:
             text += f", {self.skipped} already there"
+        if self.newer:
+            text += f", {self.newer} newer in the target kept"
         return text
 
 
@@ -74,6 +78,8 @@ class CopyReport:
     target_count: int
     source_checksum: str
     target_checksum: str
+    #: Threads not copied because the target holds a newer version (see ``overwrite``).
+    kept_newer: int = 0
 
     @property
     def verified(self) -> bool:
@@ -91,8 +97,18 @@ class ImportFileError(ValueError):
         self.line = line
 
 
+def _check_batch(batch: int) -> int:
+    """``batch`` if it is a usable page size: a page of none never ends a transfer."""
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        raise TypeError(f"batch must be an int, not {type(batch).__name__}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    return batch
+
+
 async def iterate_threads(store: ThreadStore, *, batch: int = 100) -> AsyncIterator[Thread]:
     """Every thread of ``store``, in list order, ``batch`` at a time."""
+    _check_batch(batch)
     offset = 0
     while True:
         page = await store.list(limit=batch, offset=offset)
@@ -109,6 +125,7 @@ def _canonical(thread: Thread) -> bytes:
 
 async def checksum(store: ThreadStore, *, batch: int = 100) -> tuple[int, str]:
     """The number of threads and a digest of their content, independent of order."""
+    _check_batch(batch)
     digests = []
     async for thread in iterate_threads(store, batch=batch):
         digests.append(hashlib.sha256(_canonical(thread)).hexdigest())
@@ -126,19 +143,22 @@ async def copy_threads(
 ) -> CopyReport:
     """Copy every thread of ``source`` into ``target``, keeping versions and timestamps.
 
-    Resumable: a thread already in ``target`` at the same version is skipped (unless
-    ``overwrite``), so running a copy again after an interruption duplicates nothing.
+    Resumable: a thread already in ``target`` at the same version is skipped, so running a copy
+    again after an interruption duplicates nothing. A thread the target holds at a higher
+    version was changed there after the copy it came from: it is kept and counted in
+    ``kept_newer``, never replaced by older data. ``overwrite`` rewrites both kinds.
     Ends by comparing counts and checksums of both stores.
+
+    Raises:
+        ValueError: ``batch`` is below 1.
     """
+    _check_batch(batch)
     progress = Progress(total=await source.count())
     async for thread in iterate_threads(source, batch=batch):
-        if not overwrite:
-            existing = await target.get(thread.id)
-            if existing is not None and existing.version == thread.version:
-                progress.skipped += 1
-                if on_progress:
-                    on_progress(progress)
-                continue
+        if not overwrite and await _already_there(target, thread, progress):
+            if on_progress:
+                on_progress(progress)
+            continue
         await target.save(thread, preserve=True)
         progress.threads += 1
         progress.messages += len(thread.messages)
@@ -154,11 +174,26 @@ async def copy_threads(
         target_count,
         source_sum,
         target_sum,
+        progress.newer,
     )
+
+
+async def _already_there(target: ThreadStore, thread: Thread, progress: Progress) -> bool:
+    """Whether ``target`` holds ``thread`` at its version or a newer one (counted in
+    ``progress``)."""
+    existing = await target.get(thread.id)
+    if existing is None or existing.version < thread.version:
+        return False
+    if existing.version == thread.version:
+        progress.skipped += 1
+    else:
+        progress.newer += 1
+    return True
 
 
 async def export_threads(store: ThreadStore, out: IO[str], *, batch: int = 100) -> int:
     """Write a header line and then one thread per line (JSON Lines); return the thread count."""
+    _check_batch(batch)
     header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "exported_at": str(utc_now())}
     out.write(json.dumps(header) + "\n")
     count = 0
