@@ -74,3 +74,5 @@ def test_the_shipped_suite_passes_against_it(site: Path, tmp_path: Path) -> None
     assert passed is not None, summary
     assert int(passed.group(1)) >= 40, summary
     assert "failed" not in summary and "error" not in summary
+    # Every test's namespace was purged and dropped: no directory of one is left.
+    assert sorted(p.name for p in store_dir.iterdir()) == [], "namespaces left behind"

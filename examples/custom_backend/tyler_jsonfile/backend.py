@@ -30,6 +30,7 @@ from tyler_core import (
     canonical_json,
     set_incarnation,
 )
+from tyler_core.settings import refuse_extra_options
 
 __all__ = ["JSONFileBackend"]
 
@@ -56,6 +57,7 @@ class JSONFileBackend(StorageBackend):
         path = unquote(urlsplit(url).path)
         if not path:
             raise ValueError("a jsonfile URL names a directory: jsonfile:///path/to/dir")
+        refuse_extra_options(options, "the jsonfile backend")  # it has no driver to pass them to
         return cls(Path(path), options)
 
     @property
@@ -75,6 +77,13 @@ class JSONFileBackend(StorageBackend):
         async with self._lock:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir.mkdir(parents=True, exist_ok=True)
+
+    @override
+    async def drop(self) -> None:
+        # The namespace is its directory: remove it, unlike purge(), which leaves it empty.
+        async with self._lock:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        _LOCKS.pop(self._dir.resolve(), None)
 
     # -- files ---------------------------------------------------------------------------------
 
