@@ -238,3 +238,32 @@ async def test_copy_keeps_newer_target_threads_unless_overwrite(tmp_path: Path) 
 
     forced = tyler_store("copy", source, target, "--overwrite", cwd=tmp_path)
     assert forced.returncode == 0 and "verified" in forced.stdout, forced.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'big.db'}"
+    fill = (
+        "import asyncio\n"
+        "from tyler_core import Message, Thread, ThreadStore\n"
+        "async def main():\n"
+        f"    async with await ThreadStore.create({url!r}) as store:\n"
+        "        for i in range(40):\n"
+        "            thread = Thread(id=f't{i}')\n"
+        "            thread.add_message(Message(role='user', content='x' * 10_000))\n"
+        "            await store.save(thread)\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", fill], check=True, timeout=120)
+    # 400 kB of JSON Lines: far more than a pipe holds, so the export writes after it closed.
+    command = subprocess.Popen(
+        [SCRIPT, "--url", url, "export", "-"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert command.stdout is not None and command.stderr is not None
+    with command.stderr:
+        assert command.stdout.read(100)
+        command.stdout.close()
+        assert command.wait(timeout=120) == 141
+        assert command.stderr.read() == b""

@@ -259,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in _URL_COMMANDS:
             return asyncio.run(_URL_COMMANDS[args.command](args))
         return asyncio.run(_with_store(args))
+    except BrokenPipeError:
+        # The reader went away (`tyler-store list | head`): stop quietly, as Unix tools do, and
+        # point stdout at nothing so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (TylerStoreError, ValueError, OSError) as exc:
         print(f"tyler-store: error: {mask_urls_in(str(exc))}", file=sys.stderr)
         return 1
