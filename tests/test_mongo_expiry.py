@@ -105,50 +105,33 @@ async def test_a_ttl_given_to_a_thread_without_one_reaches_its_messages_after_th
     assert all(e is not None and e >= thread["expires_at"] for e in expiries)
 
 
-async def test_a_later_save_without_ttl_keeps_the_messages_of_an_earlier_one_alive(
-    stores: OpenStore,
+@pytest.mark.parametrize("their_ttl", [None, 86_400])
+async def test_a_writer_that_commits_before_the_expiry_bookkeeping_gets_what_it_needs(
+    stores: OpenStore, their_ttl: int | None
 ) -> None:
+    # Their save reads this one's commit, then commits before this one gives the messages an
+    # expiry: without a TTL they must keep none; with a longer one, theirs or later.
     store = await stores(transactions="off")
     other = await stores(store.options.namespace, transactions="off")
-    loaded = await _stored_without_ttl(store, "immortal")
+    loaded = await _stored_without_ttl(store, "late")
 
-    async def save_without_ttl() -> None:
-        theirs = await other.get("immortal")
+    async def save_theirs() -> None:
+        theirs = await other.get("late")
         assert theirs is not None
-        theirs.title = "no ttl again"
-        await other.save(theirs)
+        theirs.title = "theirs"
+        await other.save(theirs, ttl=their_ttl)
 
-    _before_mortal(store, save_without_ttl)
-    await store.save(loaded, ttl=3600)
-
-    thread, expiries = await _documents(store, "immortal")
-    assert thread.get("expires_at") is None
-    assert expiries == [None, None]
-    stored = await store.get("immortal")
-    assert stored is not None and stored.title == "no ttl again"
-
-
-async def test_a_later_save_with_a_longer_ttl_gets_its_expiry_onto_the_messages(
-    stores: OpenStore,
-) -> None:
-    store = await stores(transactions="off")
-    other = await stores(store.options.namespace, transactions="off")
-    loaded = await _stored_without_ttl(store, "longer")
-
-    async def save_with_a_longer_ttl() -> None:
-        theirs = await other.get("longer")
-        assert theirs is not None
-        theirs.title = "a day"
-        await other.save(theirs, ttl=86_400)
-
-    _before_mortal(store, save_with_a_longer_ttl)
+    _before_mortal(store, save_theirs)
     await store.save(loaded, ttl=60)
 
-    thread, expiries = await _documents(store, "longer")
-    stored = await store.get("longer")
-    assert stored is not None and stored.title == "a day"
-    assert len(expiries) == 2
-    assert all(e is not None and e >= thread["expires_at"] for e in expiries)
+    thread, expiries = await _documents(store, "late")
+    stored = await store.get("late")
+    assert stored is not None and stored.title == "theirs"
+    if their_ttl is None:
+        assert (thread.get("expires_at"), expiries) == (None, [None, None])
+    else:
+        assert len(expiries) == 2
+        assert all(e is not None and e >= thread["expires_at"] for e in expiries)
 
 
 async def test_a_new_thread_under_an_expired_ones_id_removes_its_messages_quietly(
