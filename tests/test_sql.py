@@ -463,6 +463,7 @@ def test_an_unsupported_driver_is_refused() -> None:
         "mysql+asyncmy://root:hunter2@127.0.0.1:5x/test",
         "postgresql+asyncpg://u:hunter2@[::1/test",
     ],
+    ids=["port-not-a-number", "port-with-a-letter", "unclosed-ipv6-bracket"],
 )
 def test_a_malformed_sql_url_is_refused_with_the_password_masked(url: str) -> None:
     with pytest.raises(BackendNotFoundError, match="malformed store URL") as caught:

@@ -345,6 +345,7 @@ async def test_driver_errors_are_wrapped_with_credentials_scrubbed(store: Thread
 @pytest.mark.parametrize(
     "password",
     [SECRET, f"ab@{SECRET}", f"{SECRET}@x@y", f"a?b#{SECRET}", f"{SECRET}:x"],
+    ids=["plain", "an-at-inside", "two-ats-after", "query-and-fragment-marks", "a-colon"],
 )
 def test_a_password_with_unencoded_delimiters_is_masked_whole(password: str) -> None:
     url = f"postgresql://app:{password}@127.0.0.1:5432/db"
