@@ -87,3 +87,23 @@ def test_a_correct_option_is_not_an_extra() -> None:
     store = ThreadStore("memory://", namespace="core_private", pool_size=2)
     assert store.options.namespace == "core_private"
     assert store.options.extra == {}
+
+
+@pytest.mark.parametrize("url", [*NO_EXTRAS, *SQL_SERVERS, *DRIVER_EXTRAS])
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("namepsace", "namespace"), ("tranactions", "transactions")]
+)
+def test_a_misspelt_option_in_the_url_query_is_refused(url: str, typo: str, meant: str) -> None:
+    if url in DRIVER_EXTRAS:
+        pytest.importorskip(DRIVER_EXTRAS[url][0])
+    joined = f"{url}{'&' if '?' in url else '?'}{typo}=private"
+    with pytest.raises(
+        ValueError, match=f"unknown store URL parameter '{typo}'; did you mean '{meant}'"
+    ):
+        ThreadStore(joined)
+
+
+def test_driver_parameters_in_the_url_query_still_reach_the_driver() -> None:
+    store = ThreadStore("mongodb://127.0.0.1:1/?connectTimeoutMS=3000&namespace=mine")
+    assert store.options.namespace == "mine"
+    assert "connectTimeoutMS=3000" in store.backend._url  # type: ignore[attr-defined]

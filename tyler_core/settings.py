@@ -153,6 +153,7 @@ def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
 
     Raises:
         BackendNotFoundError: the URL does not parse (an unclosed IPv6 bracket, say).
+        ValueError: a query parameter looks like a misspelt one of ours (``?namepsace=``).
     """
     try:
         parts = urlsplit(url)
@@ -165,8 +166,11 @@ def strip_facade_parameters(url: str) -> tuple[str, dict[str, str]]:
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in FACADE_PARAMETERS:
             ours[key] = value
-        else:
-            rest.append((key, value))
+            continue
+        hint = _unknown_option(key, _TYPO_CUTOFF)
+        if hint is not None:  # a typo would reach the driver, or nothing, in silence
+            raise ValueError(f"unknown store URL parameter {key!r}{hint}")
+        rest.append((key, value))
     if not ours:
         return url, {}
     # Rebuilt as text: urlunsplit drops the "//" of an empty host ("sqlite:///f.db").
